@@ -1,0 +1,1 @@
+"""The commentdesk application shell: one Settings object and the command line."""

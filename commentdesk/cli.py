@@ -1,0 +1,211 @@
+"""The ``commentdesk`` command. Each command imports its layer lazily: ``serve`` never loads training."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from commentdesk.settings import Settings
+
+app = typer.Typer(
+    help="commentdesk: comment moderation and sentiment scoring.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect the labelled data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+logger = logging.getLogger("commentdesk")
+
+ModelDirOption = Annotated[
+    Path | None, typer.Option("--model-dir", help="Model directory (default: the committed model).")
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Labelled data directory (default: ../shared/data)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _settings(model_dir: Path | None = None, data_dir: Path | None = None) -> Settings:
+    """Settings from the environment, with the command line's options on top."""
+    from pydantic import ValidationError
+
+    from commentdesk.settings import Settings
+
+    overrides = {"model_dir": model_dir, "data_dir": data_dir}
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc}")
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    settings = _settings(data_dir=data_dir)
+    if settings.data_dir is None:
+        _fail("no data directory: pass --data-dir or set COMMENTDESK_DATA_DIR")
+    return settings.data_dir
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    model_dir: ModelDirOption = None,
+) -> None:
+    """Start the HTTP service on the embedded defaults (committed model)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(model_dir=model_dir)
+    server = settings.server.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    uvicorn.run(create_app(settings), host=server.host, port=server.port)
+
+
+@app.command()
+def score(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A .jsonl or .csv file of comments.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .jsonl or .csv file.")],
+    text_column: Annotated[str, typer.Option(help="Field holding the comment text.")] = "text",
+    errors: Annotated[
+        Path | None, typer.Option(help="Where rejected rows go (default: OUTPUT.errors.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Comments scored per model call.")] = 256,
+    model_dir: ModelDirOption = None,
+) -> None:
+    """Score every comment of an exported file. Exit code 1 when some rows were rejected."""
+    from model.errors import ArtifactError
+    from model.scorer import load_scorer
+    from service.batch import BatchInputError, score_file
+
+    settings = _settings(model_dir=model_dir)
+    try:
+        scorer = load_scorer(settings.model_dir)
+        report = score_file(
+            scorer,
+            input_path,
+            output,
+            errors_path=errors,
+            text_column=text_column,
+            max_chars=settings.api.max_chars,
+            batch_size=batch_size,
+        )
+    except (BatchInputError, ArtifactError) as exc:
+        _fail(str(exc))
+    typer.echo(f"scored {report.rows_scored} of {report.rows_read} rows into {output}")
+    if report.errors:
+        typer.echo(f"{len(report.errors)} rows rejected (row numbers and reasons in the errors file)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="Experiment TOML, e.g. configs/baseline.toml.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value: key.sub=value.")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Where to write the model.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Train a model from an experiment config and write its directory with a manifest."""
+    from training.baseline import train_baseline
+    from training.catalog import DataError
+    from training.config import ConfigError, load_config
+
+    try:
+        values = load_config(config, set_ or [])
+        target = output_dir or Path(values["output_dir"])
+        manifest = train_baseline(values, _data_dir(data_dir), target)
+    except (ConfigError, DataError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
+    for task, value in manifest.metrics.get("val", {}).items():
+        typer.echo(f"  {task:<10} val {value:.4f}")
+
+
+@app.command()
+def evaluate(
+    model_dir: ModelDirOption = None,
+    data_dir: DataDirOption = None,
+    card: Annotated[
+        Path | None, typer.Option(help="Write the model card here (e.g. docs/model-card.md).")
+    ] = None,
+    references: Annotated[
+        bool, typer.Option(help="Also evaluate VADER and alt-profanity-check.")
+    ] = True,
+) -> None:
+    """Official metric per task on the test splits and brand_comments dev, beside the references."""
+    from model.errors import ArtifactError
+    from model.scorer import load_scorer
+    from training.catalog import DataError, load_catalog
+    from training.evaluate import evaluate_references, evaluate_scorer, markdown_table, results_table
+    from training.report import build_model_card
+
+    settings = _settings(model_dir=model_dir)
+    try:
+        scorer = load_scorer(settings.model_dir)
+        catalog = load_catalog(_data_dir(data_dir))
+    except (ArtifactError, DataError) as exc:
+        _fail(str(exc))
+    results, predictions = evaluate_scorer(scorer, catalog, scorer.name)
+    if references:
+        results += evaluate_references(catalog)
+    table = results_table(results)
+    typer.echo(markdown_table(table))
+    if card is not None:
+        build_model_card(card, scorer, table, predictions, catalog)
+        typer.echo(f"wrote {card}")
+
+
+@data_app.command("check")
+def data_check(data_dir: DataDirOption = None) -> None:
+    """Rows per task/split/label and the overlap between every training and evaluation set."""
+    from training.catalog import DataError, load_catalog, overlap_table
+
+    try:
+        catalog = load_catalog(_data_dir(data_dir))
+    except DataError as exc:
+        _fail(str(exc))
+    counts = catalog.examples.groupby(["task", "split", "source", "label"]).size()
+    typer.echo("rows per task / split / source / label")
+    typer.echo(counts.to_string())
+    typer.echo("\ntraining rows removed because they match an evaluation row (normalised text)")
+    for source, removed in sorted(catalog.removed.items()):
+        typer.echo(f"  {source:<28} {removed}")
+    overlaps = overlap_table(catalog.examples)
+    typer.echo(f"\noverlap between {len(overlaps)} (training set, evaluation set) pairs")
+    typer.echo(overlaps.to_string(index=False))
+    total = int(overlaps["overlap"].sum())
+    typer.echo(f"\ntotal overlap after cleaning: {total}")
+    if total:
+        raise typer.Exit(1)
+
+
+def run() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

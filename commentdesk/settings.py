@@ -1,0 +1,54 @@
+"""The one Settings object: embedded defaults for a laptop, overridable by COMMENTDESK_* variables.
+
+Nested sections use ``__``: ``COMMENTDESK_API__MAX_COMMENTS=64``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "default"
+
+
+def default_data_dir() -> Path | None:
+    """``../shared/data`` beside the project (or the working directory), when it exists."""
+    for base in (PROJECT_ROOT, Path.cwd()):
+        candidate = (base / ".." / "shared" / "data").resolve()
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class ApiSettings(BaseModel):
+    max_comments: int = Field(default=256, ge=1, description="Comments per /v1/score request.")
+    max_chars: int = Field(default=5000, ge=1, description="Characters per comment.")
+    max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COMMENTDESK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    model_dir: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the served model.")
+    data_dir: Path | None = Field(
+        default_factory=default_data_dir, description="Directory of the labelled data sets."
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"data directory {value} does not exist")
+        return value

@@ -1,0 +1,96 @@
+"""A trained model on disk: a directory with ``manifest.json`` plus weight files, no pickles.
+
+The manifest names every file with its sha256, the tasks with their labels and thresholds, the
+metrics, the training data hashes and the library versions; `read_manifest` refuses anything that
+does not match, so a half-copied or hand-edited model never gets served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.errors import ArtifactError
+from model.tasks import LABELS, Task
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[str]
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Binary tasks: probability of the positive label at or above which it is chosen.",
+    )
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int
+    name: str
+    version: str
+    kind: Literal["tfidf-linear"]
+    created: str
+    tasks: dict[Task, TaskSpec]
+    files: dict[str, str] = Field(description="File name -> sha256 of its bytes.")
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    training_data: dict[str, str] = Field(default_factory=dict)
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _labels_match_tasks(self) -> Manifest:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"format_version {self.format_version} (this code reads {FORMAT_VERSION})")
+        for task, spec in self.tasks.items():
+            if tuple(spec.labels) != LABELS[task]:
+                raise ValueError(f"task {task}: labels {spec.labels} != expected {list(LABELS[task])}")
+            if spec.threshold is not None and len(spec.labels) != 2:
+                raise ValueError(f"task {task}: a threshold only applies to a binary task")
+        return self
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and fully validate a model directory's manifest, including every file's checksum."""
+    if not directory.is_dir():
+        raise ArtifactError(f"model directory {directory} does not exist")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{directory} has no {MANIFEST}: not a commentdesk model")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is invalid: {exc}") from exc
+    for name, expected in manifest.files.items():
+        file = directory / name
+        if Path(name).name != name or not file.is_file():
+            raise ArtifactError(f"{directory} is incomplete: {name} is missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{file} does not match the sha256 in its manifest")
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST).write_text(
+        manifest.model_dump_json(indent=2) + "\n", encoding="utf-8"
+    )

@@ -1,0 +1,33 @@
+"""Scoring shared by the HTTP API and batch files, so both return exactly the same fields."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from model.errors import InvalidTextError
+from model.scorer import Prediction, Scorer, check_text
+from service.errors import InvalidComment, TooManyComments
+
+
+def prediction_fields(prediction: Prediction) -> dict[str, Any]:
+    """``labels`` and ``scores`` keyed by task name, as the API returns them."""
+    return {
+        "labels": {task.value: label for task, label in prediction.labels.items()},
+        "scores": {task.value: dict(probs) for task, probs in prediction.scores.items()},
+    }
+
+
+def score_texts(
+    scorer: Scorer, texts: Sequence[object], max_chars: int, max_comments: int
+) -> list[Prediction]:
+    """Validate every text first, so a request is either scored whole or rejected whole."""
+    if len(texts) > max_comments:
+        raise TooManyComments(f"{len(texts)} comments in one request; the limit is {max_comments}")
+    checked = []
+    for index, text in enumerate(texts):
+        try:
+            checked.append(check_text(text, max_chars))
+        except InvalidTextError as exc:
+            raise InvalidComment(index, f"comment {index}: {exc}") from exc
+    return scorer.predict(checked)

@@ -1,0 +1,93 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from commentdesk.cli import app
+from commentdesk.settings import PROJECT_ROOT
+from model.artifact import read_manifest
+
+runner = CliRunner()
+CONFIG = PROJECT_ROOT / "configs" / "baseline.toml"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["score"], ["train"], ["evaluate"], ["data"], ["data", "check"]]
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_score_command_writes_output_and_reports_bad_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": ""}\n', encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", str(source), "-o", str(output), "--model-dir", str(tiny_model_dir)])
+    assert result.exit_code == 1
+    assert "scored 1 of 2 rows" in result.output
+    assert json.loads(output.read_text())["id"] == "a"
+    assert "row" in (tmp_path / "out.jsonl.errors.jsonl").read_text()
+
+
+def test_score_command_names_the_missing_column(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("body\nhello\n", encoding="utf-8")
+    args = ["score", str(source), "-o", str(tmp_path / "o.csv"), "--model-dir", str(tiny_model_dir)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "no 'text' column" in result.output
+    ok = runner.invoke(app, [*args, "--text-column", "body"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_score_command_rejects_a_broken_model(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n", encoding="utf-8")
+    args = ["score", str(source), "-o", str(tmp_path / "o.csv"), "--model-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "no manifest.json" in result.output
+
+
+def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shrink = ["features.min_df=1", "features.word_max_features=300", "features.char_max_features=300"]
+    args = ["train", "--config", str(CONFIG), "--data-dir", str(synthetic_data_dir)]
+    args += ["--output-dir", str(model_dir), "--set", "version=9.9.9"]
+    result = runner.invoke(app, args + [arg for item in shrink for arg in ("--set", item)])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(model_dir).version == "9.9.9"
+    card = tmp_path / "card.md"
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", "--model-dir", str(model_dir), "--data-dir", str(synthetic_data_dir), "--card", str(card)],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    text = card.read_text()
+    assert "tweeteval-offensive/test" in text and "VADER" in text and "alt-profanity-check" in text
+
+
+def test_train_rejects_unknown_override(synthetic_data_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["train", "--config", str(CONFIG), "--data-dir", str(synthetic_data_dir),
+         "--output-dir", str(tmp_path), "--set", "features.colour=blue"],
+    )
+    assert result.exit_code == 2
+    assert "unknown key" in result.output
+
+
+def test_data_check_reports_zero_overlap(synthetic_data_dir: Path) -> None:
+    result = runner.invoke(app, ["data", "check", "--data-dir", str(synthetic_data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "total overlap after cleaning: 0" in result.output
+    assert "semeval2017" in result.output
+
+
+def test_data_check_with_missing_directory(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "check", "--data-dir", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output

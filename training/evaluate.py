@@ -1,0 +1,168 @@
+"""Evaluate a model directory and the reference systems with the same code on the same splits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from model.scorer import Scorer
+from model.tasks import LABELS, Task
+from training.catalog import Catalog
+from training.metrics import METRIC_NAMES, official_metric
+
+logger = logging.getLogger(__name__)
+
+# (task, source, split): the official test splits first, then in-domain and out-of-domain checks.
+EVALUATIONS: list[tuple[Task, str, str]] = [
+    (Task.SENTIMENT, "tweeteval-sentiment", "test"),
+    (Task.OFFENSIVE, "tweeteval-offensive", "test"),
+    (Task.HATE, "tweeteval-hate", "test"),
+    (Task.EMOTION, "tweeteval-emotion", "test"),
+    (Task.IRONY, "tweeteval-irony", "test"),
+    (Task.QUESTION, "brand_comments", "dev"),
+    (Task.SENTIMENT, "brand_comments", "dev"),
+    (Task.OFFENSIVE, "brand_comments", "dev"),
+    (Task.OFFENSIVE, "davidson", "test"),
+    (Task.HATE, "davidson", "test"),
+    (Task.SENTIMENT, "sst2", "test"),
+]
+
+# Published test scores (TweetEval leaderboard, as listed in the data README), in percent.
+PUBLISHED: dict[tuple[Task, str], str] = {
+    (Task.SENTIMENT, "tweeteval-sentiment"): "73.7 (TimeLMs-2021); SVM 62.9",
+    (Task.OFFENSIVE, "tweeteval-offensive"): "82.2 (TimeLMs); FastText 73.4",
+    (Task.HATE, "tweeteval-hate"): "56.4 (BERTweet)",
+    (Task.EMOTION, "tweeteval-emotion"): "80.2 (best)",
+    (Task.IRONY, "tweeteval-irony"): "82.1 (BERTweet)",
+    (Task.HATE, "davidson"): "hate-class F1 0.51 (Davidson et al.)",
+}
+
+# A reference system turns texts into label names of one task.
+Reference = Callable[[Task, Sequence[str]], list[str] | None]
+
+
+@dataclass(frozen=True)
+class Result:
+    system: str
+    task: Task
+    dataset: str
+    metric: str
+    value: float
+    rows: int
+
+
+def vader_reference(task: Task, texts: Sequence[str]) -> list[str] | None:
+    """VADER's compound score with its authors' cut-offs (>= 0.05 positive, <= -0.05 negative)."""
+    if task is not Task.SENTIMENT:
+        return None
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    labels = []
+    for text in texts:
+        compound = analyzer.polarity_scores(text)["compound"]
+        labels.append("positive" if compound >= 0.05 else "negative" if compound <= -0.05 else "neutral")
+    return labels
+
+
+def profanity_reference(task: Task, texts: Sequence[str]) -> list[str] | None:
+    """alt-profanity-check's own decision (probability >= 0.5) as the offensive label."""
+    if task is not Task.OFFENSIVE:
+        return None
+    from profanity_check import predict
+
+    names = LABELS[Task.OFFENSIVE]
+    return [names[int(flag)] for flag in predict(list(texts))]
+
+
+REFERENCES: dict[str, Reference] = {
+    "VADER": vader_reference,
+    "alt-profanity-check": profanity_reference,
+}
+
+
+def _polarity_only(scorer_labels: list[str], probabilities: np.ndarray) -> list[str]:
+    # SST-2 has no neutral class: compare the negative and positive probabilities only.
+    del scorer_labels
+    return ["positive" if p[2] >= p[0] else "negative" for p in probabilities]
+
+
+def evaluate_scorer(
+    scorer: Scorer, catalog: Catalog, name: str, batch_size: int = 512
+) -> tuple[list[Result], dict[tuple[Task, str], pd.DataFrame]]:
+    """Score every evaluation split; also return the predictions for confusion tables."""
+    results, predictions = [], {}
+    for task, source, split in tqdm(EVALUATIONS, desc=f"evaluate {name}", unit="split"):
+        if task not in scorer.tasks:
+            continue
+        rows = catalog.select(task, split, [source])
+        texts = list(rows["text"])
+        scored = []
+        for start in range(0, len(texts), batch_size):
+            scored.extend(scorer.predict(texts[start : start + batch_size]))
+        if source == "sst2":
+            probabilities = np.array([[p.scores[task][label] for label in LABELS[task]] for p in scored])
+            predicted = _polarity_only([], probabilities)
+        else:
+            predicted = [p.labels[task] for p in scored]
+        value = official_metric(task, list(rows["label"]), predicted)
+        results.append(Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows)))
+        predictions[(task, source)] = pd.DataFrame({"gold": rows["label"].to_numpy(), "predicted": predicted})
+    return results, predictions
+
+
+def evaluate_references(catalog: Catalog) -> list[Result]:
+    results = []
+    for name, reference in REFERENCES.items():
+        for task, source, split in EVALUATIONS:
+            rows = catalog.select(task, split, [source])
+            predicted = reference(task, list(rows["text"]))
+            if predicted is None:
+                continue
+            if source == "sst2":
+                predicted = ["negative" if p == "negative" else "positive" for p in predicted]
+            value = official_metric(task, list(rows["label"]), predicted)
+            results.append(Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows)))
+    return results
+
+
+def results_table(results: Sequence[Result]) -> pd.DataFrame:
+    """One row per (task, dataset), one column per system, values in percent."""
+    frame = pd.DataFrame([r.__dict__ for r in results])
+    frame["task"] = frame["task"].map(str)
+    table = frame.pivot_table(
+        index=["task", "dataset", "metric", "rows"], columns="system", values="value", sort=False
+    )
+    table = (table * 100).round(1).reset_index()
+    order = {(t.value, f"{s}/{sp}"): i for i, (t, s, sp) in enumerate(EVALUATIONS)}
+    table["order"] = [order[(t, d)] for t, d in zip(table["task"], table["dataset"], strict=True)]
+    table["published"] = [
+        PUBLISHED.get((Task(t), d.split("/")[0]), "") for t, d in zip(table["task"], table["dataset"], strict=True)
+    ]
+    return table.sort_values("order").drop(columns="order").reset_index(drop=True)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    lines = [header, rule]
+    for row in table.itertuples(index=False):
+        cells = ["" if isinstance(v, float) and np.isnan(v) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def confusion_markdown(predictions: dict[tuple[Task, str], pd.DataFrame]) -> str:
+    parts = []
+    for (task, source), frame in predictions.items():
+        labels = [label for label in LABELS[task] if label in set(frame["gold"]) | set(frame["predicted"])]
+        matrix = pd.crosstab(frame["gold"], frame["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
+        matrix.index.name = "gold \\ predicted"
+        parts.append(f"**{task} on {source}**\n\n{markdown_table(matrix.reset_index())}")
+    return "\n\n".join(parts)
