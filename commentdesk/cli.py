@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -58,7 +57,9 @@ def _data_dir(data_dir: Path | None) -> Path:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -85,7 +86,9 @@ def serve(
 
 @app.command()
 def score(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A .jsonl or .csv file of comments.")],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="A .jsonl or .csv file of comments.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .jsonl or .csv file.")],
     text_column: Annotated[str, typer.Option(help="Field holding the comment text.")] = "text",
     errors: Annotated[
@@ -115,7 +118,10 @@ def score(
         _fail(str(exc))
     typer.echo(f"scored {report.rows_scored} of {report.rows_read} rows into {output}")
     if report.errors:
-        typer.echo(f"{len(report.errors)} rows rejected (row numbers and reasons in the errors file)", err=True)
+        typer.echo(
+            f"{len(report.errors)} rows rejected (row numbers and reasons in the errors file)",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -159,7 +165,12 @@ def evaluate(
     from model.errors import ArtifactError
     from model.scorer import load_scorer
     from training.catalog import DataError, load_catalog
-    from training.evaluate import evaluate_references, evaluate_scorer, markdown_table, results_table
+    from training.evaluate import (
+        evaluate_references,
+        evaluate_scorer,
+        markdown_table,
+        results_table,
+    )
     from training.report import build_model_card
 
     settings = _settings(model_dir=model_dir)
@@ -208,4 +219,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

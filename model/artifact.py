@@ -51,10 +51,14 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _labels_match_tasks(self) -> Manifest:
         if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format_version {self.format_version} (this code reads {FORMAT_VERSION})")
+            raise ValueError(
+                f"format_version {self.format_version} (this code reads {FORMAT_VERSION})"
+            )
         for task, spec in self.tasks.items():
             if tuple(spec.labels) != LABELS[task]:
-                raise ValueError(f"task {task}: labels {spec.labels} != expected {list(LABELS[task])}")
+                raise ValueError(
+                    f"task {task}: labels {spec.labels} != expected {list(LABELS[task])}"
+                )
             if spec.threshold is not None and len(spec.labels) != 2:
                 raise ValueError(f"task {task}: a threshold only applies to a binary task")
         return self
@@ -91,6 +95,4 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    (directory / MANIFEST).write_text(
-        manifest.model_dump_json(indent=2) + "\n", encoding="utf-8"
-    )
+    (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")

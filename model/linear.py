@@ -85,7 +85,7 @@ class TfidfLinearModel:
         (directory / VECTORIZERS_FILE).write_text(
             json.dumps({"vectorizers": specs}, ensure_ascii=False), encoding="utf-8"
         )
-        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
+        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         return [VECTORIZERS_FILE, WEIGHTS_FILE]
 
     @classmethod

@@ -58,7 +58,9 @@ def file_format(path: Path) -> str:
         return FORMATS[path.suffix.lower()]
     except KeyError:
         known = ", ".join(sorted(FORMATS))
-        raise BatchInputError(f"{path}: unknown file type {path.suffix!r}; use one of {known}") from None
+        raise BatchInputError(
+            f"{path}: unknown file type {path.suffix!r}; use one of {known}"
+        ) from None
 
 
 def _jsonl_rows(handle: IO[bytes]) -> Iterator[Row]:
@@ -110,8 +112,13 @@ def _csv_rows(handle: IO[str], text_column: str) -> Iterator[Row]:
             yield Row(number, None, f"malformed CSV: {exc}")
             continue
         if None in record:
-            extra = record.pop(None)  # type: ignore[call-overload]
-            yield Row(number, None, f"{len(extra)} more fields than the header has", str([*record.values(), *extra]))
+            extra = record.pop(None)  # type: ignore[call-overload,unused-ignore]
+            yield Row(
+                number,
+                None,
+                f"{len(extra)} more fields than the header has",
+                str([*record.values(), *extra]),
+            )
         elif any(_has_bad_bytes(value) for value in record.values()):
             yield Row(number, None, "invalid UTF-8", str(list(record.values())))
         else:

@@ -25,7 +25,9 @@ class InvalidComment(ValueError):
 
 
 def _error(status: int, code: str, message: str, **extra: object) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, **extra}})
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message, **extra}}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -45,8 +45,16 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            {"error": {"code": "body_too_large", "message": f"request body over {self.max_bytes} bytes"}}
+            {
+                "error": {
+                    "code": "body_too_large",
+                    "message": f"request body over {self.max_bytes} bytes",
+                }
+            }
         ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

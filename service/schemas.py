@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from model.tasks import Task
 
-EXAMPLE_SCORES = {
+EXAMPLE_SCORES: dict[str, Any] = {
     "sentiment": {"negative": 0.82, "neutral": 0.15, "positive": 0.03},
     "offensive": {"not-offensive": 0.93, "offensive": 0.07},
     "question": {"not-question": 0.12, "question": 0.88},
@@ -18,7 +18,9 @@ EXAMPLE_SCORES = {
 class CommentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: StrictStr | None = Field(default=None, max_length=256, description="Your id for the comment; echoed back.")
+    id: StrictStr | None = Field(
+        default=None, max_length=256, description="Your id for the comment; echoed back."
+    )
     text: StrictStr = Field(description="The comment as written (emoji, any script).")
 
 
@@ -30,13 +32,20 @@ class ScoreRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {"text": "@AmazonHelp my parcel never arrived, can you check?"},
-                {"comments": [{"id": "c1", "text": "Love the new app!"}, {"id": "c2", "text": "where is my refund??"}]},
+                {
+                    "comments": [
+                        {"id": "c1", "text": "Love the new app!"},
+                        {"id": "c2", "text": "where is my refund??"},
+                    ]
+                },
             ]
         },
     )
 
     text: StrictStr | None = Field(default=None, description="A single comment to score.")
-    comments: list[CommentIn] | None = Field(default=None, description="Several comments (at most the configured limit, 256 by default).")
+    comments: list[CommentIn] | None = Field(
+        default=None, description="Several comments (at most the configured limit, 256 by default)."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
@@ -52,7 +61,9 @@ class ScoreRequest(BaseModel):
 
 class CommentScore(BaseModel):
     id: str | None = Field(description="The comment's id as sent (null for a single 'text').")
-    labels: dict[Task, str] = Field(description="Chosen label per task, after the model's calibrated thresholds.")
+    labels: dict[Task, str] = Field(
+        description="Chosen label per task, after the model's calibrated thresholds."
+    )
     scores: dict[Task, dict[str, float]] = Field(
         description="Per task, the probability of each label; they sum to 1 within a task.",
         json_schema_extra={"example": EXAMPLE_SCORES},

@@ -33,7 +33,9 @@ def tiny_config() -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(
-    tmp_path_factory: pytest.TempPathFactory, synthetic_data_dir: Path, tiny_config: dict[str, object]
+    tmp_path_factory: pytest.TempPathFactory,
+    synthetic_data_dir: Path,
+    tiny_config: dict[str, object],
 ) -> Path:
     output = tmp_path_factory.mktemp("model")
     train_baseline(tiny_config, synthetic_data_dir, output)
@@ -58,7 +60,9 @@ def real_data_dir() -> Path:
     configured = os.environ.get("COMMENTDESK_DATA_DIR")
     path = Path(configured) if configured else default_data_dir()
     if path is None or not path.is_dir():
-        message = "shared data directory not found (set COMMENTDESK_DATA_DIR or place ../shared/data)"
+        message = (
+            "shared data directory not found (set COMMENTDESK_DATA_DIR or place ../shared/data)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {message}")
         pytest.skip(message)

@@ -23,7 +23,9 @@ def _sentence(rng: random.Random, words: list[str], filler: list[str] = NEUTRAL)
 
 def _write_split(folder: Path, split: str, rows: list[tuple[str, int]]) -> None:
     (folder / f"{split}_text.txt").write_text("".join(t + "\n" for t, _ in rows), encoding="utf-8")
-    (folder / f"{split}_labels.txt").write_text("".join(f"{y}\n" for _, y in rows), encoding="utf-8")
+    (folder / f"{split}_labels.txt").write_text(
+        "".join(f"{y}\n" for _, y in rows), encoding="utf-8"
+    )
 
 
 def make_data_dir(root: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
@@ -34,7 +36,12 @@ def make_data_dir(root: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
         "sentiment": [NEGATIVE, NEUTRAL, POSITIVE],
         "offensive": [NICE, SLURS],
         "hate": [NICE, HATE],
-        "emotion": [NEGATIVE, POSITIVE, ["hope", "soon", "tomorrow", "believe"], ["sad", "cry", "miss", "lonely"]],
+        "emotion": [
+            NEGATIVE,
+            POSITIVE,
+            ["hope", "soon", "tomorrow", "believe"],
+            ["sad", "cry", "miss", "lonely"],
+        ],
         "irony": [NICE, ["yeah", "right", "sure", "totally"]],
     }
     for task, vocabularies in by_task.items():
@@ -60,7 +67,9 @@ def make_data_dir(root: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
     ]
     # A duplicated id and a leaked copy of a TweetEval test tweet, formatted differently.
     lines.append(lines[0])
-    leaked = (root / "tweeteval/sentiment/test_text.txt").read_text(encoding="utf-8").splitlines()[0]
+    leaked = (
+        (root / "tweeteval/sentiment/test_text.txt").read_text(encoding="utf-8").splitlines()[0]
+    )
     lines.append(f"9999\tneutral\t@someone {leaked.upper()} http://t.co/x\t")
     (pool / "twitter-2016train-A.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -68,7 +77,9 @@ def make_data_dir(root: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
     davidson.mkdir(parents=True)
     with (davidson / "labeled_data.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["", "count", "hate_speech", "offensive_language", "neither", "class", "tweet"])
+        writer.writerow(
+            ["", "count", "hate_speech", "offensive_language", "neither", "class", "tweet"]
+        )
         for i in range(rows_per_class * 3):
             klass = i % 3
             vocab = [HATE, SLURS, NICE][klass]
@@ -77,20 +88,39 @@ def make_data_dir(root: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
     sst = root / "sst2" / "data" / "SST-2"
     sst.mkdir(parents=True)
     for name in ("train.tsv", "dev.tsv", "test.tsv"):
-        rows = [f"{_sentence(rng, POSITIVE if i % 2 else NEGATIVE)}\t{i % 2}" for i in range(rows_per_class * 2)]
+        rows = [
+            f"{_sentence(rng, POSITIVE if i % 2 else NEGATIVE)}\t{i % 2}"
+            for i in range(rows_per_class * 2)
+        ]
         (sst / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
     brand = root / "brand_comments"
     brand.mkdir()
-    questions = ["can you help me with my order?", "where is my refund?", "please fix this asap", "dm me please"]
-    statements = ["thanks for the quick reply", "my parcel arrived today", "love the new app", "the delay was annoying"]
+    questions = [
+        "can you help me with my order?",
+        "where is my refund?",
+        "please fix this asap",
+        "dm me please",
+    ]
+    statements = [
+        "thanks for the quick reply",
+        "my parcel arrived today",
+        "love the new app",
+        "the delay was annoying",
+    ]
     with (brand / "dev.jsonl").open("w", encoding="utf-8") as handle:
         for i in range(rows_per_class * 2):
             question = i % 2
             text = f"@Brand {rng.choice(questions if question else statements)} #{i}"
             sentiment = ["negative", "neutral", "positive"][i % 3]
-            record = {"id": f"d{i}", "text": text, "brand": "Brand", "question": question,
-                      "sentiment": sentiment, "offensive": int(i % 7 == 0)}
+            record = {
+                "id": f"d{i}",
+                "text": text,
+                "brand": "Brand",
+                "question": question,
+                "sentiment": sentiment,
+                "offensive": int(i % 7 == 0),
+            }
             handle.write(json.dumps(record) + "\n")
     with (brand / "unlabelled.jsonl").open("w", encoding="utf-8") as handle:
         for i in range(rows_per_class * 8):

@@ -33,7 +33,14 @@ def test_batch_keeps_ids_and_order(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["😀😀 great 👍", "هذا رائع جدا", "שלום עולם", "zero\u200bwidth\u200d join", "a", "\u202eevil rtl"],
+    [
+        "😀😀 great 👍",
+        "هذا رائع جدا",
+        "שלום עולם",
+        "zero\u200bwidth\u200d join",
+        "a",
+        "\u202eevil rtl",
+    ],
 )
 def test_unusual_but_valid_text_scores_normally(client: TestClient, text: str) -> None:
     response = client.post("/v1/score", json={"text": text})
@@ -63,20 +70,26 @@ def test_limit_sized_batch_is_accepted(client: TestClient) -> None:
         ({"text": "a", "threshold": 0.1}, 422, "Extra inputs"),
     ],
 )
-def test_bad_requests_get_clear_errors(client: TestClient, payload: object, status: int, fragment: str) -> None:
+def test_bad_requests_get_clear_errors(
+    client: TestClient, payload: object, status: int, fragment: str
+) -> None:
     response = client.post("/v1/score", json=payload)
     assert response.status_code == status
     assert fragment in response.text
 
 
 def test_invalid_json_is_a_clear_error(client: TestClient) -> None:
-    response = client.post("/v1/score", content=b'{"text": "unterminated', headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/score", content=b'{"text": "unterminated', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "JSON" in response.text
 
 
 def test_invalid_utf8_body_is_rejected(client: TestClient) -> None:
-    response = client.post("/v1/score", content=b'{"text": "\xff\xfe"}', headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/score", content=b'{"text": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert "error parsing the body" in response.text
 
@@ -93,7 +106,9 @@ def test_streamed_body_without_length_is_counted(client: TestClient) -> None:
         for _ in range(100):
             yield b"x" * 100_000
 
-    response = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/score", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -117,7 +132,9 @@ def test_missing_model_keeps_service_alive_but_not_ready(tmp_path: Path) -> None
 
 
 def test_limits_come_from_settings(tiny_model_dir: Path) -> None:
-    settings = Settings(model_dir=tiny_model_dir, data_dir=None, api={"max_comments": 2, "max_chars": 10})
+    settings = Settings(
+        model_dir=tiny_model_dir, data_dir=None, api={"max_comments": 2, "max_chars": 10}
+    )
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/score", json={"text": "x" * 11}).status_code == 422
         three = {"comments": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}

@@ -24,7 +24,9 @@ def test_trained_model_covers_every_task(tiny_scorer: Scorer) -> None:
 
 
 def test_model_learned_the_synthetic_signal(tiny_scorer: Scorer) -> None:
-    negative, positive = tiny_scorer.predict(["hate awful terrible worst", "love great awesome happy"])
+    negative, positive = tiny_scorer.predict(
+        ["hate awful terrible worst", "love great awesome happy"]
+    )
     assert negative.labels[Task.SENTIMENT] == "negative"
     assert positive.labels[Task.SENTIMENT] == "positive"
 
@@ -58,7 +60,7 @@ def test_missing_directory_and_manifest_are_rejected(tiny_model_dir: Path, tmp_p
         load_scorer(tmp_path / "absent")
     broken = _broken_copy(tiny_model_dir, tmp_path / "m")
     (broken / MANIFEST).unlink()
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         load_scorer(broken)
 
 
@@ -69,7 +71,7 @@ def test_tampered_or_missing_weights_are_rejected(tiny_model_dir: Path, tmp_path
     with pytest.raises(ArtifactError, match="does not match the sha256"):
         load_scorer(broken)
     (broken / "weights.npz").unlink()
-    with pytest.raises(ArtifactError, match="incomplete: weights.npz is missing"):
+    with pytest.raises(ArtifactError, match=r"incomplete: weights\.npz is missing"):
         load_scorer(broken)
 
 
@@ -85,7 +87,9 @@ def test_tampered_or_missing_weights_are_rejected(tiny_model_dir: Path, tmp_path
         (lambda m: m["files"].update({"../evil": "0" * 64}), "missing"),
     ],
 )
-def test_invalid_manifests_are_rejected(tiny_model_dir: Path, tmp_path: Path, edit, message) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_manifests_are_rejected(
+    tiny_model_dir: Path, tmp_path: Path, edit, message
+) -> None:  # type: ignore[no-untyped-def]
     broken = _broken_copy(tiny_model_dir, tmp_path / "m")
     manifest = json.loads((broken / MANIFEST).read_text())
     edit(manifest)

@@ -15,7 +15,10 @@ def _read_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
 
 def test_jsonl_rows_keep_fields_and_gain_api_fields(tiny_scorer: Scorer, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    rows = [{"id": "a", "text": "love it", "author": "x"}, {"id": "b", "text": "can you help?", "n": 3}]
+    rows = [
+        {"id": "a", "text": "love it", "author": "x"},
+        {"id": "b", "text": "can you help?", "n": 3},
+    ]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     report = score_file(tiny_scorer, source, tmp_path / "out.jsonl")
     assert (report.rows_read, report.rows_scored, report.errors) == (2, 2, [])
@@ -29,7 +32,7 @@ def test_jsonl_rows_keep_fields_and_gain_api_fields(tiny_scorer: Scorer, tmp_pat
 
 def test_csv_output_is_flattened(tiny_scorer: Scorer, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
-    source.write_text("id,text\n1,hello there\n2,\"quoted, with comma\"\n", encoding="utf-8")
+    source.write_text('id,text\n1,hello there\n2,"quoted, with comma"\n', encoding="utf-8")
     score_file(tiny_scorer, source, tmp_path / "out.csv")
     with (tmp_path / "out.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -80,7 +83,9 @@ def test_bad_jsonl_rows_are_reported_and_skipped(tiny_scorer: Scorer, tmp_path: 
         b"\n"
         b'{"id": 8, "text": "\xd8\xb4\xd9\x83\xd8\xb1\xd8\xa7 zero\xe2\x80\x8bwidth"}\n'
     )
-    report = score_file(tiny_scorer, source, tmp_path / "out.jsonl", errors_path=tmp_path / "bad.jsonl")
+    report = score_file(
+        tiny_scorer, source, tmp_path / "out.jsonl", errors_path=tmp_path / "bad.jsonl"
+    )
     assert [r["id"] for r in _read_jsonl(tmp_path / "out.jsonl")] == [1, 8]
     messages = {e.row: e.message for e in report.errors}
     assert set(messages) == {2, 3, 4, 5, 6}

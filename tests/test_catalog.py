@@ -49,7 +49,10 @@ def test_overlap_table_counts_leaks_before_cleaning(synthetic_data_dir: Path) ->
     import pandas as pd
 
     leaked = pd.DataFrame(
-        [("Same text!", "irony", "irony", "train", "a"), ("same TEXT", "irony", "irony", "test", "b")],
+        [
+            ("Same text!", "irony", "irony", "train", "a"),
+            ("same TEXT", "irony", "irony", "test", "b"),
+        ],
         columns=COLUMNS,
     )
     table = overlap_table(leaked)

@@ -21,11 +21,15 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage" in result.output
 
 
-def test_score_command_writes_output_and_reports_bad_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_score_command_writes_output_and_reports_bad_rows(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": ""}\n', encoding="utf-8")
     output = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["score", str(source), "-o", str(output), "--model-dir", str(tiny_model_dir)])
+    result = runner.invoke(
+        app, ["score", str(source), "-o", str(output), "--model-dir", str(tiny_model_dir)]
+    )
     assert result.exit_code == 1
     assert "scored 1 of 2 rows" in result.output
     assert json.loads(output.read_text())["id"] == "a"
@@ -54,7 +58,11 @@ def test_score_command_rejects_a_broken_model(tmp_path: Path) -> None:
 
 def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
-    shrink = ["features.min_df=1", "features.word_max_features=300", "features.char_max_features=300"]
+    shrink = [
+        "features.min_df=1",
+        "features.word_max_features=300",
+        "features.char_max_features=300",
+    ]
     args = ["train", "--config", str(CONFIG), "--data-dir", str(synthetic_data_dir)]
     args += ["--output-dir", str(model_dir), "--set", "version=9.9.9"]
     result = runner.invoke(app, args + [arg for item in shrink for arg in ("--set", item)])
@@ -63,7 +71,15 @@ def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_pat
     card = tmp_path / "card.md"
     evaluated = runner.invoke(
         app,
-        ["evaluate", "--model-dir", str(model_dir), "--data-dir", str(synthetic_data_dir), "--card", str(card)],
+        [
+            "evaluate",
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            str(synthetic_data_dir),
+            "--card",
+            str(card),
+        ],
     )
     assert evaluated.exit_code == 0, evaluated.output
     text = card.read_text()
@@ -73,8 +89,17 @@ def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_pat
 def test_train_rejects_unknown_override(synthetic_data_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
-        ["train", "--config", str(CONFIG), "--data-dir", str(synthetic_data_dir),
-         "--output-dir", str(tmp_path), "--set", "features.colour=blue"],
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--data-dir",
+            str(synthetic_data_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--set",
+            "features.colour=blue",
+        ],
     )
     assert result.exit_code == 2
     assert "unknown key" in result.output

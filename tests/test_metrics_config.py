@@ -60,5 +60,5 @@ def test_load_config_reports_missing_and_malformed_files(tmp_path: Path) -> None
         load_config(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("name = ", encoding="utf-8")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_config(bad)

@@ -1,7 +1,7 @@
+import pytest
+
 from model.tasks import LABELS, Task, parse_task
 from model.text import dedup_key, normalize
-
-import pytest
 
 
 def test_normalize_uses_tweeteval_placeholders() -> None:
@@ -36,7 +36,14 @@ def test_dedup_key_of_links_only_is_empty() -> None:
 def test_every_task_has_fixed_labels() -> None:
     assert LABELS[Task.SENTIMENT] == ("negative", "neutral", "positive")
     assert LABELS[Task.IRONY] == ("non-irony", "irony")
-    assert {t.value for t in Task} == {"sentiment", "offensive", "hate", "question", "emotion", "irony"}
+    assert {t.value for t in Task} == {
+        "sentiment",
+        "offensive",
+        "hate",
+        "question",
+        "emotion",
+        "irony",
+    }
 
 
 def test_unknown_task_names_the_known_ones() -> None:

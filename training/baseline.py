@@ -84,7 +84,8 @@ def nb_ratios(features: sp.csr_matrix, positive: np.ndarray, alpha: float = 1.0)
     """Naive-Bayes log-count ratios (Wang & Manning 2012, NBSVM) of a binary task's features."""
     p = np.asarray(features[positive].sum(axis=0)).ravel() + alpha
     q = np.asarray(features[~positive].sum(axis=0)).ravel() + alpha
-    return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+    ratios: np.ndarray = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+    return ratios
 
 
 def _fit_head(plan: TaskPlan, features: sp.csr_matrix, labels: pd.Series, seed: int) -> LinearHead:

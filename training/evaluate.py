@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,7 +66,9 @@ def vader_reference(task: Task, texts: Sequence[str]) -> list[str] | None:
     labels = []
     for text in texts:
         compound = analyzer.polarity_scores(text)["compound"]
-        labels.append("positive" if compound >= 0.05 else "negative" if compound <= -0.05 else "neutral")
+        labels.append(
+            "positive" if compound >= 0.05 else "negative" if compound <= -0.05 else "neutral"
+        )
     return labels
 
 
@@ -107,13 +108,19 @@ def evaluate_scorer(
         for start in range(0, len(texts), batch_size):
             scored.extend(scorer.predict(texts[start : start + batch_size]))
         if source == "sst2":
-            probabilities = np.array([[p.scores[task][label] for label in LABELS[task]] for p in scored])
+            probabilities = np.array(
+                [[p.scores[task][label] for label in LABELS[task]] for p in scored]
+            )
             predicted = _polarity_only([], probabilities)
         else:
             predicted = [p.labels[task] for p in scored]
         value = official_metric(task, list(rows["label"]), predicted)
-        results.append(Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows)))
-        predictions[(task, source)] = pd.DataFrame({"gold": rows["label"].to_numpy(), "predicted": predicted})
+        results.append(
+            Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows))
+        )
+        predictions[(task, source)] = pd.DataFrame(
+            {"gold": rows["label"].to_numpy(), "predicted": predicted}
+        )
     return results, predictions
 
 
@@ -128,7 +135,9 @@ def evaluate_references(catalog: Catalog) -> list[Result]:
             if source == "sst2":
                 predicted = ["negative" if p == "negative" else "positive" for p in predicted]
             value = official_metric(task, list(rows["label"]), predicted)
-            results.append(Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows)))
+            results.append(
+                Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows))
+            )
     return results
 
 
@@ -143,7 +152,8 @@ def results_table(results: Sequence[Result]) -> pd.DataFrame:
     order = {(t.value, f"{s}/{sp}"): i for i, (t, s, sp) in enumerate(EVALUATIONS)}
     table["order"] = [order[(t, d)] for t, d in zip(table["task"], table["dataset"], strict=True)]
     table["published"] = [
-        PUBLISHED.get((Task(t), d.split("/")[0]), "") for t, d in zip(table["task"], table["dataset"], strict=True)
+        PUBLISHED.get((Task(t), d.split("/")[0]), "")
+        for t, d in zip(table["task"], table["dataset"], strict=True)
     ]
     return table.sort_values("order").drop(columns="order").reset_index(drop=True)
 
@@ -161,8 +171,12 @@ def markdown_table(table: pd.DataFrame) -> str:
 def confusion_markdown(predictions: dict[tuple[Task, str], pd.DataFrame]) -> str:
     parts = []
     for (task, source), frame in predictions.items():
-        labels = [label for label in LABELS[task] if label in set(frame["gold"]) | set(frame["predicted"])]
-        matrix = pd.crosstab(frame["gold"], frame["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
+        labels = [
+            label for label in LABELS[task] if label in set(frame["gold"]) | set(frame["predicted"])
+        ]
+        matrix = pd.crosstab(frame["gold"], frame["predicted"]).reindex(
+            index=labels, columns=labels, fill_value=0
+        )
         matrix.index.name = "gold \\ predicted"
         parts.append(f"**{task} on {source}**\n\n{markdown_table(matrix.reset_index())}")
     return "\n\n".join(parts)

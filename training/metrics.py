@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 from sklearn.metrics import f1_score, recall_score
@@ -24,9 +25,13 @@ def official_metric(task: Task, gold: Sequence[str], predicted: Sequence[str]) -
     labels = list(LABELS[task])
     if task is Task.SENTIMENT:
         present = [label for label in labels if label in set(gold)]
-        return float(recall_score(gold, predicted, labels=present, average="macro", zero_division=0))
+        return float(
+            recall_score(gold, predicted, labels=present, average="macro", zero_division=0)
+        )
     if task in (Task.IRONY, Task.QUESTION):
-        return float(f1_score(gold, predicted, pos_label=labels[1], average="binary", zero_division=0))
+        return float(
+            f1_score(gold, predicted, pos_label=labels[1], average="binary", zero_division=0)
+        )
     return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
 
 
@@ -54,7 +59,7 @@ def expected_calibration_error(
     correct = probabilities.argmax(axis=1) == gold_index
     edges = np.linspace(0.0, 1.0, bins + 1)
     error = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in pairwise(edges):
         in_bin = (confidence > low) & (confidence <= high)
         if in_bin.any():
             error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())

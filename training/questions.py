@@ -73,7 +73,26 @@ def _pipeline() -> tuple[Language, Matcher]:
 
 def _interrogative_clause(sentence: Sequence[str]) -> bool:
     words = [w.lower() for w in sentence if w.isalpha() or "'" in w]
-    words = [w for w in words if w not in ("user", "http", "hi", "hey", "hello", "so", "and", "but", "ok", "also", "then", "please", "pls")]
+    words = [
+        w
+        for w in words
+        if w
+        not in (
+            "user",
+            "http",
+            "hi",
+            "hey",
+            "hello",
+            "so",
+            "and",
+            "but",
+            "ok",
+            "also",
+            "then",
+            "please",
+            "pls",
+        )
+    ]
     return bool(words) and (words[0] in WH_WORDS or words[0] in AUXILIARIES)
 
 

@@ -51,9 +51,13 @@ def build_model_card(
         manifest = scorer.manifest
         details.append(f"- kind: `{manifest.kind}`, created {manifest.created}")
         thresholds = ", ".join(
-            f"{task}: {spec.threshold:.3f}" for task, spec in manifest.tasks.items() if spec.threshold is not None
+            f"{task}: {spec.threshold:.3f}"
+            for task, spec in manifest.tasks.items()
+            if spec.threshold is not None
         )
-        details.append(f"- thresholds (chosen on validation splits, stored in the manifest): {thresholds}")
+        details.append(
+            f"- thresholds (chosen on validation splits, stored in the manifest): {thresholds}"
+        )
         details.append(f"- library versions: {manifest.library_versions}")
     removed = ", ".join(f"{source} {count}" for source, count in sorted(catalog.removed.items()))
     text = f"""# Model card: {scorer.name}

@@ -1,0 +1,34 @@
+# The two commands of the README: `make serve` and `make test`. Both install what they need first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install serve test lint model model-card
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned to the CPU build in pyproject.toml (torch==2.13.0).
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(VENV)/bin/commentdesk serve
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
+
+# Rebuild the committed default model and its model card from ../shared/data.
+model: install
+	$(VENV)/bin/commentdesk train --config configs/baseline.toml
+
+model-card: install
+	$(VENV)/bin/commentdesk evaluate --card docs/model-card.md

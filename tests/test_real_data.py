@@ -1,0 +1,70 @@
+"""Checks on the real shared data and the committed default model (marked `data`)."""
+
+from pathlib import Path
+
+import pytest
+
+from model.artifact import read_manifest
+from model.scorer import load_scorer
+from model.tasks import Task
+from training.catalog import Catalog, load_catalog, load_semeval_pool, overlap_table
+from training.evaluate import evaluate_references, evaluate_scorer
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def catalog(real_data_dir: Path) -> Catalog:
+    return load_catalog(real_data_dir)
+
+
+def test_every_training_set_is_clean_of_evaluation_texts(catalog: Catalog) -> None:
+    overlaps = overlap_table(catalog.examples)
+    assert len(overlaps) >= 40
+    assert overlaps["overlap"].sum() == 0
+
+
+def test_semeval_pool_loses_the_tweeteval_sentiment_val_and_test_copies(
+    catalog: Catalog, real_data_dir: Path
+) -> None:
+    pool = load_semeval_pool(real_data_dir)
+    kept = catalog.select(Task.SENTIMENT, "train", ["semeval2017"])
+    # The data README: about 2,000 val tweets are in the pool under other formatting.
+    assert 1_900 <= len(pool) - len(kept) <= 2_300
+    assert catalog.removed["semeval2017"] == len(pool) - len(kept)
+
+
+def test_official_split_sizes(catalog: Catalog) -> None:
+    assert len(catalog.select(Task.SENTIMENT, "test", ["tweeteval-sentiment"])) == 12_284
+    assert len(catalog.select(Task.OFFENSIVE, "test", ["tweeteval-offensive"])) == 860
+    assert len(catalog.select(Task.HATE, "test", ["tweeteval-hate"])) == 2_970
+    assert len(catalog.select(Task.QUESTION, "dev", ["brand_comments"])) == 1_305
+
+
+def test_default_model_meets_the_baseline_bars(catalog: Catalog, default_model_dir: Path) -> None:
+    read_manifest(default_model_dir)
+    scorer = load_scorer(default_model_dir)
+    results, _ = evaluate_scorer(scorer, catalog, "baseline")
+    value = {(r.task, r.dataset): r.value for r in results}
+    assert value[(Task.SENTIMENT, "tweeteval-sentiment/test")] >= 0.60
+    assert value[(Task.OFFENSIVE, "tweeteval-offensive/test")] >= 0.74
+    assert value[(Task.QUESTION, "brand_comments/dev")] >= 0.70
+
+
+def test_reference_systems_reproduce_the_documented_figures(catalog: Catalog) -> None:
+    value = {(r.system, r.task, r.dataset): r.value for r in evaluate_references(catalog)}
+    assert value[("VADER", Task.SENTIMENT, "tweeteval-sentiment/test")] == pytest.approx(
+        0.570, abs=0.001
+    )
+    offensive = value[("alt-profanity-check", Task.OFFENSIVE, "tweeteval-offensive/test")]
+    assert offensive == pytest.approx(0.732, abs=0.001)
+
+
+def test_contains_question_mark_rule_matches_the_issue_figure(catalog: Catalog) -> None:
+    from training.metrics import official_metric
+
+    rows = catalog.select(Task.QUESTION, "dev", ["brand_comments"])
+    predicted = ["question" if "?" in text else "not-question" for text in rows["text"]]
+    assert official_metric(Task.QUESTION, list(rows["label"]), predicted) == pytest.approx(
+        0.646, abs=0.001
+    )
