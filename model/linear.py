@@ -62,7 +62,7 @@ class TfidfLinearModel:
 
     def featurize(self, texts: Sequence[str]) -> sp.csr_matrix:
         normalized = [normalize(text) for text in texts]
-        return sp.hstack([v.transform(normalized) for v in self.vectorizers], format="csr")
+        return sp.csr_matrix(sp.hstack([v.transform(normalized) for v in self.vectorizers]))
 
     def predict_proba(self, texts: Sequence[str]) -> dict[Task, np.ndarray]:
         features = self.featurize(texts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -113,6 +114,7 @@ def train_baseline(
     config: dict[str, Any], data_dir: Path, output_dir: Path, catalog: Catalog | None = None
 ) -> Manifest:
     """Fit, choose thresholds on validation data, and write a model directory."""
+    started = time.perf_counter()
     plans = _plans(config)
     catalog = catalog if catalog is not None else load_catalog(data_dir)
     seed = int(config.get("seed", 0))
@@ -167,7 +169,10 @@ def train_baseline(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         tasks=specs,
         files={name: sha256_file(output_dir / name) for name in files},
-        metrics={"val": val_metrics},
+        metrics={
+            "val": val_metrics,
+            "training": {"seconds": round(time.perf_counter() - started, 1)},
+        },
         training_data=data_hashes(data_dir, _hashable_sources(sources)),
         library_versions={
             "python": platform.python_version(),

@@ -183,7 +183,7 @@ def remove_leakage(examples: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]
     eval_keys = set(keys[is_eval]) - {""}
     leaked = ~is_eval & keys.isin(eval_keys)
     removed = examples[leaked].groupby("source").size().to_dict()
-    return examples[~leaked].reset_index(drop=True), {k: int(v) for k, v in removed.items()}
+    return examples[~leaked].reset_index(drop=True), {str(k): int(v) for k, v in removed.items()}
 
 
 def load_catalog(data_dir: Path) -> Catalog:

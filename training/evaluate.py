@@ -82,9 +82,18 @@ def profanity_reference(task: Task, texts: Sequence[str]) -> list[str] | None:
     return [names[int(flag)] for flag in predict(list(texts))]
 
 
+def question_mark_reference(task: Task, texts: Sequence[str]) -> list[str] | None:
+    """The plain rule an SMM tool would start with: a comment with "?" asks something."""
+    if task is not Task.QUESTION:
+        return None
+    names = LABELS[Task.QUESTION]
+    return [names[int("?" in text)] for text in texts]
+
+
 REFERENCES: dict[str, Reference] = {
     "VADER": vader_reference,
     "alt-profanity-check": profanity_reference,
+    'rule "contains ?"': question_mark_reference,
 }
 
 

@@ -59,6 +59,12 @@ def build_model_card(
             f"- thresholds (chosen on validation splits, stored in the manifest): {thresholds}"
         )
         details.append(f"- library versions: {manifest.library_versions}")
+        seconds = manifest.metrics.get("training", {}).get("seconds")
+        if seconds is not None:
+            details.append(
+                f"- rebuilt by `commentdesk train --config configs/baseline.toml` (`make model`): "
+                f"{seconds:.0f} s of training on the machine that built it, data loading included"
+            )
     removed = ", ".join(f"{source} {count}" for source, count in sorted(catalog.removed.items()))
     text = f"""# Model card: {scorer.name}
 
@@ -75,7 +81,8 @@ The TweetEval rows are the official test splits; `brand_comments/dev` is the in-
 the negative and positive probabilities only (no neutral class there). VADER and
 alt-profanity-check are run by the same code on the same rows. The question task has no
 public benchmark: its head learns from weak labels (spaCy rules over the unlabelled brand
-comments) and never sees brand_comments dev; the plain rule "contains ?" scores F1 64.6 there.
+comments) and never sees brand_comments dev. alt-profanity-check was trained on data that
+includes Davidson et al.'s tweets, so its `davidson/test` figure is not a fair comparison.
 
 {markdown_table(table)}
 
