@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -18,7 +18,13 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Inspect the labelled data sets.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Moderator decisions as training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(feedback_app, name="feedback")
 
 logger = logging.getLogger("commentdesk")
 
@@ -133,17 +139,25 @@ def train(
     ] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where to write the model.")] = None,
     data_dir: DataDirOption = None,
+    extra_data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra labelled rows (`commentdesk feedback export` files)."),
+    ] = None,
 ) -> None:
     """Train a model from an experiment config and write its directory with a manifest."""
+    import pandas as pd
+
     from training.baseline import train_baseline
     from training.catalog import DataError
     from training.config import ConfigError, load_config
+    from training.feedback import load_feedback
 
     try:
         values = load_config(config, set_ or [])
         target = output_dir or Path(values["output_dir"])
-        manifest = train_baseline(values, _data_dir(data_dir), target)
-    except (ConfigError, DataError) as exc:
+        extra = pd.concat([load_feedback(p) for p in extra_data]) if extra_data else None
+        manifest = train_baseline(values, _data_dir(data_dir), target, extra=extra)
+    except (ConfigError, DataError, ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
     for task, value in manifest.metrics.get("val", {}).items():
@@ -211,6 +225,82 @@ def data_check(data_dir: DataDirOption = None) -> None:
     typer.echo(f"\ntotal overlap after cleaning: {total}")
     if total:
         raise typer.Exit(1)
+
+
+def _sessions(settings: Settings) -> Any:
+    from service.db.engine import make_engine, make_sessionmaker, upgrade
+
+    url = settings.database_url()
+    if settings.database.auto_migrate:
+        upgrade(url)
+    return make_sessionmaker(make_engine(url))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every database migration (the service also does this at start-up)."""
+    from service.db.engine import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url())
+    typer.echo(f"database at the latest schema: {settings.database_url()}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, moderator, scorer or viewer.")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "default",
+) -> None:
+    """Create an API key and print it once; only its salted hash is stored."""
+    from service.auth import Role, create_key
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        _fail(f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}")
+    with _sessions(_settings())() as session:
+        key, secret = create_key(session, name, chosen)
+    typer.echo(f"key {key.id} ({chosen.value}, {name}): {secret}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, role, name, created, revoked); secrets are never shown again."""
+    from sqlalchemy import select
+
+    from service.db.tables import ApiKey
+
+    with _sessions(_settings())() as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            revoked = f" revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else ""
+            typer.echo(
+                f"{key.id:>4} {key.role:<10} {key.name} (created {key.created_at:%Y-%m-%d}){revoked}"
+            )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see keys list).")],
+) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from service.auth import revoke_key
+
+    with _sessions(_settings())() as session:
+        if not revoke_key(session, key_id):
+            _fail(f"no active key {key_id}")
+    typer.echo(f"key {key_id} revoked")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .jsonl file to write.")],
+) -> None:
+    """Write moderator decisions as labelled rows for `commentdesk train --extra-data`."""
+    from service.feedback import export_feedback
+
+    with _sessions(_settings())() as session:
+        count = export_feedback(session, output)
+    typer.echo(f"wrote {count} labelled rows to {output}")
 
 
 def run() -> None:

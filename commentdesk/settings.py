@@ -29,6 +29,23 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
 
 
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: a SQLite file in state_dir. PostgreSQL: "
+        "postgresql+psycopg://user@host:5432/db",
+    )
+    auto_migrate: bool = Field(default=True, description="Apply migrations at start-up.")
+
+
+class QueueSettings(BaseModel):
+    lease_seconds: int = Field(default=300, ge=1, description="How long a claim holds an item.")
+    max_ingest: int = Field(default=1000, ge=1, description="Comments per ingest request.")
+    max_claim: int = Field(default=100, ge=1, description="Items per claim request.")
+    max_bulk_decisions: int = Field(default=500, ge=1, description="Decisions per bulk request.")
+    max_page: int = Field(default=500, ge=1, description="Items per queue page.")
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -43,8 +60,19 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(
         default_factory=default_data_dir, description="Directory of the labelled data sets."
     )
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / "var", description="Where the embedded SQLite database lives."
+    )
+    policy_file: Path = Field(
+        default=PROJECT_ROOT / "configs" / "policy.toml", description="Moderation policy (TOML)."
+    )
     api: ApiSettings = Field(default_factory=ApiSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.state_dir / 'commentdesk.db'}"
 
     @field_validator("data_dir")
     @classmethod

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from commentdesk.settings import Settings
 from model.errors import ArtifactError
 from model.scorer import load_scorer
+from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
-from service.routes import health, score
+from service.policy import load_policy
+from service.routes import admin, comments, health, queue, score
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.scorer = None
         app.state.load_error = None
+        url = settings.database_url()
+        if settings.database.auto_migrate:
+            upgrade(url)
+        engine = make_engine(url)
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.policy = load_policy(settings.policy_file)
         try:
             app.state.scorer = load_scorer(settings.model_dir)
         except ArtifactError as exc:
@@ -32,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.error("model not loaded: %s", exc)
             app.state.load_error = str(exc)
         yield
+        engine.dispose()
 
     app = FastAPI(
         title="commentdesk",
@@ -44,4 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(score.router)
+    app.include_router(comments.router)
+    app.include_router(queue.router)
+    app.include_router(admin.router)
     return app

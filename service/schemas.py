@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from model.tasks import Task
+from service.auth import Role
+from service.queue import DecisionAction, View
 
 EXAMPLE_SCORES: dict[str, Any] = {
     "sentiment": {"negative": 0.82, "neutral": 0.15, "positive": 0.03},
@@ -83,3 +86,197 @@ class ScoreResponse(BaseModel):
 class Health(BaseModel):
     status: str = Field(description="'ok' when the check passes.")
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncomingCommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: StrictStr = Field(
+        min_length=1,
+        max_length=100,
+        description="Network or channel, e.g. 'twitter', 'instagram:brandpage'.",
+    )
+    external_id: StrictStr = Field(
+        min_length=1,
+        max_length=256,
+        description="The comment's id on its network; (source, external_id) is unique.",
+    )
+    text: StrictStr = Field(description="The comment as written.")
+    author: StrictStr | None = Field(
+        default=None, max_length=256, description="Author handle or name."
+    )
+    created_at: AwareDatetime | None = Field(
+        default=None, description="When it was written (with time zone)."
+    )
+    url: StrictStr | None = Field(default=None, max_length=2048, description="Link to the comment.")
+    parent_id: StrictStr | None = Field(
+        default=None, max_length=256, description="External id of the post or comment it answers."
+    )
+
+
+class IngestRequest(BaseModel):
+    """One comment, or up to 1,000 under ``comments``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "comments": [
+                        {
+                            "source": "twitter",
+                            "external_id": "1790001",
+                            "text": "@brand where is my refund?",
+                            "author": "@ann",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    comments: list[IncomingCommentIn] = Field(min_length=1, description="The comments to store.")
+
+
+class IngestResultOut(BaseModel):
+    index: int = Field(description="Position in the request.")
+    id: int = Field(description="commentdesk's id of the stored comment.")
+    status: str = Field(
+        description="'created', or 'duplicate' when (source, external_id) was already stored."
+    )
+    action: str = Field(description="The policy's action: hide, review, reply or none.")
+    view: str = Field(
+        description="Queue view: hidden, flagged, needs_reply, or none (no action needed)."
+    )
+
+
+class IngestResponse(BaseModel):
+    results: list[IngestResultOut]
+    created: int
+    duplicates: int
+
+
+class QueueItemOut(BaseModel):
+    id: int = Field(description="The comment's id.")
+    source: str
+    external_id: str
+    author: str | None
+    text: str
+    received_at: datetime
+    view: str
+    action: str = Field(description="The policy's action at ingest.")
+    reasons: list[str] = Field(description="Why the policy chose the action.")
+    priority: int = Field(description="Higher first; ties oldest first.")
+    status: str = Field(description="open, claimed, resolved or auto.")
+    escalated: bool
+    visibility: str = Field(description="visible, hidden or rejected.")
+    claimed_by: int | None = Field(description="Key id of the moderator holding the lease.")
+    lease_expires_at: datetime | None
+    labels: dict[str, str]
+    scores: dict[str, dict[str, float]]
+    model: ModelInfo
+
+
+class QueuePage(BaseModel):
+    items: list[QueueItemOut]
+    next_cursor: str | None = Field(
+        description="Pass as 'cursor' for the next page; null on the last page."
+    )
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(
+        default=10, ge=1, description="How many items to claim (at most the configured limit)."
+    )
+    view: View = Field(default=View.ALL, description="Claim only from this view.")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"action": "reply", "reply_text": "Sorry! We've sent you a DM."},
+                {"action": "relabel", "labels": {"sentiment": "negative"}},
+            ]
+        },
+    )
+
+    action: DecisionAction = Field(description="approve, hide, reject, reply, escalate or relabel.")
+    note: StrictStr | None = Field(
+        default=None, max_length=2000, description="Free text for the audit log."
+    )
+    reply_text: StrictStr | None = Field(
+        default=None, max_length=5000, description="The reply (reply action only)."
+    )
+    labels: dict[str, str] | None = Field(
+        default=None, description="Corrected labels, task -> label (relabel only)."
+    )
+
+
+class BulkDecisionIn(DecisionIn):
+    id: int = Field(description="The comment's id.")
+
+
+class BulkDecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: list[BulkDecisionIn] = Field(
+        min_length=1, description="Applied all together or not at all."
+    )
+
+
+class DecisionOut(BaseModel):
+    id: int
+    comment_id: int
+    actor: str = Field(description="Name of the key that decided.")
+    key_id: int
+    action: str
+    note: str | None
+    reply_text: str | None
+    labels: dict[str, str] | None
+    created_at: datetime
+    model: ModelInfo = Field(description="The model whose scores the moderator saw.")
+    scores: dict[str, dict[str, float]] = Field(description="The model's scores at that moment.")
+
+
+class CommentDetail(BaseModel):
+    item: QueueItemOut
+    url: str | None
+    parent_id: str | None
+    created_at: datetime | None
+    history: list[DecisionOut] = Field(description="Every decision, oldest first.")
+
+
+class StatsOut(BaseModel):
+    views: dict[str, dict[str, int]] = Field(
+        description="Per view ('all' included), counts per status."
+    )
+    decisions: dict[str, int] = Field(description="Decisions per action.")
+    median_seconds_to_first_decision: float | None = Field(
+        description="From receipt to the first decision."
+    )
+    daily: list[dict[str, Any]] = Field(
+        description="Per day: comments and the share labelled negative, offensive, question."
+    )
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(min_length=1, max_length=100)
+    role: Role = Field(description="admin, moderator, scorer or viewer.")
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The secret; shown once, never stored.")

@@ -2,14 +2,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from commentdesk.settings import DEFAULT_MODEL_DIR, PROJECT_ROOT, Settings, default_data_dir
 from model.scorer import Scorer, load_scorer
 from service.app import create_app
+from service.auth import Role, create_key
 from tests.synthetic import make_data_dir
 from training.baseline import train_baseline
 from training.config import load_config
@@ -47,11 +54,75 @@ def tiny_scorer(tiny_model_dir: Path) -> Scorer:
     return load_scorer(tiny_model_dir)
 
 
+POSTGRES_URL = os.environ.get(
+    "COMMENTDESK_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each queue test runs on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    try:
+        _reset_postgres(POSTGRES_URL)
+    except OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable")
+    return POSTGRES_URL
+
+
+@dataclass
+class Api:
+    """A test client on a running app, with one API key per role."""
+
+    client: TestClient
+    keys: dict[Role, str]
+    app: FastAPI
+
+    def auth(self, role: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+@contextmanager
+def running_api(
+    tiny_model_dir: Path, db_url: str, tmp_path: Path, **overrides: Any
+) -> Iterator[Api]:
+    settings = Settings(
+        model_dir=tiny_model_dir,
+        data_dir=None,
+        state_dir=tmp_path,
+        database={"url": db_url},
+        **overrides,
+    )
+    app = create_app(settings)
+    with TestClient(app) as test_client, app.state.sessions() as session:
+        keys = {role: create_key(session, f"{role.value}-1", role)[1] for role in Role}
+        yield Api(test_client, keys, app)
+
+
 @pytest.fixture()
-def client(tiny_model_dir: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(model_dir=tiny_model_dir, data_dir=None))
-    with TestClient(app) as test_client:
-        yield test_client
+def api(tiny_model_dir: Path, db_url: str, tmp_path: Path) -> Iterator[Api]:
+    with running_api(tiny_model_dir, db_url, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture()
+def client(tiny_model_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
+    """A client of an app on SQLite whose requests carry a scorer key."""
+    with running_api(tiny_model_dir, f"sqlite:///{tmp_path / 'app.db'}", tmp_path) as running:
+        running.client.headers.update(running.auth(Role.SCORER))
+        yield running.client
 
 
 @pytest.fixture(scope="session")

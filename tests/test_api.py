@@ -6,6 +6,8 @@ from fastapi.testclient import TestClient
 from commentdesk.settings import Settings
 from model.tasks import LABELS, Task
 from service.app import create_app
+from service.auth import Role, create_key
+from tests.conftest import running_api
 
 
 def test_single_text_scores_every_task(client: TestClient) -> None:
@@ -120,8 +122,9 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_missing_model_keeps_service_alive_but_not_ready(tmp_path: Path) -> None:
-    app = create_app(Settings(model_dir=tmp_path / "nothing", data_dir=None))
-    with TestClient(app) as client:
+    app = create_app(Settings(model_dir=tmp_path / "nothing", data_dir=None, state_dir=tmp_path))
+    with TestClient(app) as client, app.state.sessions() as session:
+        client.headers["Authorization"] = f"Bearer {create_key(session, 'x', Role.SCORER)[1]}"
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -131,11 +134,11 @@ def test_missing_model_keeps_service_alive_but_not_ready(tmp_path: Path) -> None
         assert response.json()["error"]["code"] == "model_not_ready"
 
 
-def test_limits_come_from_settings(tiny_model_dir: Path) -> None:
-    settings = Settings(
-        model_dir=tiny_model_dir, data_dir=None, api={"max_comments": 2, "max_chars": 10}
-    )
-    with TestClient(create_app(settings)) as client:
+def test_limits_come_from_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
+    limits = {"max_comments": 2, "max_chars": 10}
+    with running_api(tiny_model_dir, f"sqlite:///{tmp_path / 'db'}", tmp_path, api=limits) as api:
+        client = api.client
+        client.headers.update(api.auth(Role.SCORER))
         assert client.post("/v1/score", json={"text": "x" * 11}).status_code == 422
         three = {"comments": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}
         assert client.post("/v1/score", json=three).status_code == 413

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -22,8 +23,9 @@ from model.artifact import FORMAT_VERSION, Manifest, TaskSpec, sha256_file, writ
 from model.linear import LinearHead, TfidfLinearModel
 from model.tasks import LABELS, Task, is_binary, parse_task
 from model.text import normalize
-from training.catalog import Catalog, data_hashes, load_catalog
+from training.catalog import data_hashes, load_catalog
 from training.config import ConfigError
+from training.feedback import FEEDBACK_SOURCE
 from training.metrics import best_threshold, official_metric
 
 logger = logging.getLogger(__name__)
@@ -111,17 +113,24 @@ def _fit_head(plan: TaskPlan, features: sp.csr_matrix, labels: pd.Series, seed: 
 
 
 def train_baseline(
-    config: dict[str, Any], data_dir: Path, output_dir: Path, catalog: Catalog | None = None
+    config: dict[str, Any], data_dir: Path, output_dir: Path, extra: pd.DataFrame | None = None
 ) -> Manifest:
-    """Fit, choose thresholds on validation data, and write a model directory."""
+    """Fit, choose thresholds on validation data, and write a model directory.
+
+    ``extra`` rows (e.g. moderator feedback, source "feedback") join every task's training data.
+    """
     started = time.perf_counter()
     plans = _plans(config)
-    catalog = catalog if catalog is not None else load_catalog(data_dir)
+    if extra is not None:
+        plans = [replace(p, train_sources=[*p.train_sources, FEEDBACK_SOURCE]) for p in plans]
+    catalog = load_catalog(data_dir, [] if extra is None else [extra])
     seed = int(config.get("seed", 0))
     train_rows = {p.task: catalog.select(p.task, "train", p.train_sources) for p in plans}
     val_rows = {p.task: catalog.select(p.task, "val", [p.val_source]) for p in plans}
     for plan in plans:
-        if train_rows[plan.task].empty:
+        if catalog.select(
+            plan.task, "train", [s for s in plan.train_sources if s != FEEDBACK_SOURCE]
+        ).empty:
             raise ConfigError(f"{plan.task}: no training rows in sources {plan.train_sources}")
 
     all_texts = pd.concat([rows["text"] for rows in train_rows.values()]).unique()
@@ -161,6 +170,9 @@ def train_baseline(
     output_dir.mkdir(parents=True, exist_ok=True)
     files = model.save(output_dir)
     sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})
+    hashes = data_hashes(data_dir, _hashable_sources(sources))
+    if extra is not None:
+        hashes[FEEDBACK_SOURCE] = hashlib.sha256(extra.to_json().encode()).hexdigest()
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         name=str(config["name"]),
@@ -173,7 +185,7 @@ def train_baseline(
             "val": val_metrics,
             "training": {"seconds": round(time.perf_counter() - started, 1)},
         },
-        training_data=data_hashes(data_dir, _hashable_sources(sources)),
+        training_data=hashes,
         library_versions={
             "python": platform.python_version(),
             **{lib: version(lib) for lib in ("scikit-learn", "numpy", "scipy", "spacy")},
@@ -187,7 +199,9 @@ def train_baseline(
 def _hashable_sources(sources: list[str]) -> list[str]:
     from training.catalog import SOURCE_FILES
 
-    return sorted({s if s in SOURCE_FILES else s.split("-")[0] for s in sources})
+    return sorted(
+        {s if s in SOURCE_FILES else s.split("-")[0] for s in sources if s != FEEDBACK_SOURCE}
+    )
 
 
 def _decide_all(task: Task, probabilities: np.ndarray, threshold: float | None) -> list[str]:

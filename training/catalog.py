@@ -186,13 +186,13 @@ def remove_leakage(examples: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]
     return examples[~leaked].reset_index(drop=True), {str(k): int(v) for k, v in removed.items()}
 
 
-def load_catalog(data_dir: Path) -> Catalog:
-    """Load every data set plus the weak question labels, then clean leakage."""
+def load_catalog(data_dir: Path, extra: Iterable[pd.DataFrame] = ()) -> Catalog:
+    """Load every data set, the weak question labels and any extra rows, then clean leakage."""
     if not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist")
     frames = [loader(data_dir) for loader in LOADERS.values()]
     weak = weak_question_examples(load_brand_unlabelled(data_dir), WEAK_QUESTION_SOURCE)
-    examples = pd.concat([*frames, weak], ignore_index=True)
+    examples = pd.concat([*frames, weak, *extra], ignore_index=True)
     cleaned, removed = remove_leakage(examples)
     for source, count in removed.items():
         logger.info("removed %d training rows of %s that match evaluation rows", count, source)

@@ -1,0 +1,98 @@
+"""API keys: random secrets shown once, stored only as salted SHA-256 hashes, each with a role.
+
+A key looks like ``cdk_<prefix>_<secret>``; the prefix finds the row, the hash proves the secret.
+Keys carry 256 bits of randomness, so a fast salted hash is enough (no password stretching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.tables import ApiKey, utcnow
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MODERATOR = "moderator"
+    SCORER = "scorer"
+    VIEWER = "viewer"
+
+
+class Permission(StrEnum):
+    SCORE = "score"  # score and ingest comments
+    READ = "read"  # queue, comments, stats
+    MODERATE = "moderate"  # claim and decide
+    ADMIN = "admin"  # keys, policy, templates
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.MODERATOR: frozenset({Permission.READ, Permission.MODERATE}),
+    Role.SCORER: frozenset({Permission.SCORE}),
+    Role.VIEWER: frozenset({Permission.READ}),
+}
+
+
+class Unauthenticated(Exception):
+    """No key, a malformed key, or an unknown or revoked key."""
+
+
+class Forbidden(Exception):
+    """A valid key whose role lacks the permission."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: int
+    name: str
+    role: Role
+
+    def require(self, permission: Permission) -> None:
+        if permission not in GRANTS[self.role]:
+            raise Forbidden(f"role {self.role.value!r} may not {permission.value}")
+
+
+def _hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its plaintext, which is never stored or shown again."""
+    prefix, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+    key = ApiKey(name=name, role=role.value, prefix=prefix, salt=salt, key_hash=_hash(salt, secret))
+    session.add(key)
+    session.commit()
+    return key, f"cdk_{prefix}_{secret}"
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    if not authorization:
+        raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("the Authorization header must be 'Bearer <key>'")
+    parts = token.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != "cdk":
+        raise Unauthenticated("malformed API key")
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if key is None or not hmac.compare_digest(key.key_hash, _hash(key.salt, parts[2])):
+        raise Unauthenticated("unknown API key")
+    if key.revoked_at is not None:
+        raise Unauthenticated("this API key was revoked")
+    return Principal(key_id=key.id, name=key.name, role=Role(key.role))
+
+
+def revoke_key(session: Session, key_id: int) -> bool:
+    key = session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    session.commit()
+    return True

@@ -1,0 +1,61 @@
+"""Statistics for the team, and admin routes: API keys and the active policy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from service.auth import create_key, revoke_key
+from service.db.tables import ApiKey, utcnow
+from service.deps import Admin, PolicyDep, Reader, SessionDep
+from service.queue import CommentNotFound, stats
+from service.schemas import KeyCreate, KeyCreated, KeyOut, StatsOut
+
+router = APIRouter(prefix="/v1", tags=["admin"])
+
+
+@router.get(
+    "/stats", response_model=StatsOut, summary="Queue counts, decisions, response time, daily mood"
+)
+def read_stats(_: Reader, session: SessionDep) -> StatsOut:
+    return StatsOut(**asdict(stats(session, utcnow())))
+
+
+@router.get("/keys", response_model=list[KeyOut], summary="API keys (never their secrets)")
+def list_keys(_: Admin, session: SessionDep) -> list[KeyOut]:
+    return [
+        KeyOut.model_validate(k, from_attributes=True)
+        for k in session.scalars(select(ApiKey).order_by(ApiKey.id))
+    ]
+
+
+@router.post(
+    "/keys",
+    response_model=KeyCreated,
+    status_code=201,
+    summary="Create an API key; its secret is shown once",
+)
+def add_key(request: KeyCreate, _: Admin, session: SessionDep) -> KeyCreated:
+    key, secret = create_key(session, request.name, request.role)
+    return KeyCreated(**KeyOut.model_validate(key, from_attributes=True).model_dump(), key=secret)
+
+
+@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
+def delete_key(key_id: int, _: Admin, session: SessionDep) -> None:
+    if not revoke_key(session, key_id):
+        raise CommentNotFound(f"no active key {key_id}")
+
+
+@router.get("/policy", summary="The moderation policy in force")
+def read_policy(_: Admin, policy: PolicyDep) -> dict[str, Any]:
+    return {
+        "rules": [
+            {**asdict(r), "task": r.task.value, "action": r.action.value} for r in policy.rules
+        ],
+        "banned": [" ".join(p) for p in policy.banned],
+        "suspect": [" ".join(p) for p in policy.suspect],
+        "priority": asdict(policy.weights),
+    }

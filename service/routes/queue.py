@@ -1,0 +1,125 @@
+"""The moderator's queue: list, claim with a lease, decide one or many."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from service.db.tables import Comment, utcnow
+from service.deps import Moderator, PolicyDep, Reader, SessionDep, SettingsDep
+from service.errors import TooManyComments
+from service.queue import DecisionRequest, Status, View, claim, decide, decide_many, list_queue
+from service.routes.comments import decision_out, item_out
+from service.schemas import (
+    BulkDecisionRequest,
+    ClaimRequest,
+    DecisionIn,
+    DecisionOut,
+    QueueItemOut,
+    QueuePage,
+)
+
+router = APIRouter(prefix="/v1/queue", tags=["queue"])
+
+
+def _with_comments(session: SessionDep, items: list) -> list[QueueItemOut]:  # type: ignore[type-arg]
+    comments = {
+        c.id: c
+        for c in session.scalars(
+            select(Comment).where(Comment.id.in_([i.comment_id for i in items]))
+        )
+    }
+    return [item_out(item, comments[item.comment_id]) for item in items]
+
+
+@router.get(
+    "", response_model=QueuePage, summary="A page of the queue: priority first, then oldest first"
+)
+def read_queue(
+    _: Reader,
+    session: SessionDep,
+    settings: SettingsDep,
+    view: Annotated[View, Query(description="needs_reply, flagged, hidden or all.")] = View.ALL,
+    status: Annotated[Status | None, Query(description="open, claimed, resolved or auto.")] = None,
+    limit: Annotated[int, Query(ge=1, description="Items per page.")] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> QueuePage:
+    page = list_queue(session, view, status, min(limit, settings.queue.max_page), cursor, utcnow())
+    return QueuePage(items=_with_comments(session, page.items), next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/claim", response_model=list[QueueItemOut], summary="Take the next items with a lease"
+)
+def claim_items(
+    request: ClaimRequest, principal: Moderator, session: SessionDep, settings: SettingsDep
+) -> list[QueueItemOut]:
+    """Two moderators never hold the same item; an expired lease puts the item back in the queue."""
+    if request.count > settings.queue.max_claim:
+        raise TooManyComments(
+            f"claiming {request.count} items at once; the limit is {settings.queue.max_claim}"
+        )
+    items = claim(
+        session,
+        principal,
+        request.count,
+        request.view,
+        timedelta(seconds=settings.queue.lease_seconds),
+        utcnow(),
+    )
+    return _with_comments(session, items)
+
+
+@router.post(
+    "/{comment_id}/decision",
+    response_model=DecisionOut,
+    summary="Decide on one item",
+    responses={
+        404: {"description": "No such comment."},
+        409: {"description": "Claimed by another moderator, or already decided."},
+    },
+)
+def decide_item(
+    comment_id: int,
+    request: DecisionIn,
+    principal: Moderator,
+    session: SessionDep,
+    policy: PolicyDep,
+) -> DecisionOut:
+    decision = decide(
+        session, principal, DecisionRequest(comment_id=comment_id, **request.model_dump()), policy
+    )
+    return decision_out(decision)
+
+
+@router.post(
+    "/decisions",
+    response_model=list[DecisionOut],
+    summary="Decide on many items at once, all or nothing",
+    responses={
+        409: {
+            "description": "One item is claimed by someone else or already decided; nothing was written."
+        }
+    },
+)
+def decide_items(
+    request: BulkDecisionRequest,
+    principal: Moderator,
+    session: SessionDep,
+    policy: PolicyDep,
+    settings: SettingsDep,
+) -> list[DecisionOut]:
+    if len(request.decisions) > settings.queue.max_bulk_decisions:
+        raise TooManyComments(
+            f"{len(request.decisions)} decisions in one request; the limit is {settings.queue.max_bulk_decisions}"
+        )
+    requests = [
+        DecisionRequest(
+            comment_id=d.id, action=d.action, note=d.note, reply_text=d.reply_text, labels=d.labels
+        )
+        for d in request.decisions
+    ]
+    return [decision_out(d) for d in decide_many(session, principal, requests, policy)]
