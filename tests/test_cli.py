@@ -116,3 +116,82 @@ def test_data_check_with_missing_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "check", "--data-dir", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_keys_feedback_and_training_on_feedback(
+    tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from commentdesk.settings import Settings
+    from service.app import create_app
+
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("COMMENTDESK_DATABASE__URL", db_url)
+    monkeypatch.setenv("COMMENTDESK_MODEL_DIR", str(tiny_model_dir))
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    keys = {}
+    for role in ("scorer", "moderator"):
+        result = runner.invoke(app, ["keys", "create", "--role", role, "--name", f"{role}-cli"])
+        assert result.exit_code == 0, result.output
+        keys[role] = result.output.strip().rsplit(" ", 1)[1]
+    assert runner.invoke(app, ["keys", "create", "--role", "king"]).exit_code == 2
+    listed = runner.invoke(app, ["keys", "list"])
+    assert "scorer-cli" in listed.output and keys["scorer"] not in listed.output
+
+    with TestClient(create_app(Settings(data_dir=None, state_dir=tmp_path))) as client:
+        ingested = client.post(
+            "/v1/comments",
+            json={
+                "comments": [
+                    {"source": "t", "external_id": str(i), "text": f"where is my order {i}?"}
+                    for i in range(3)
+                ]
+            },
+            headers={"Authorization": f"Bearer {keys['scorer']}"},
+        ).json()
+        ids = [r["id"] for r in ingested["results"]]
+        moderator = {"Authorization": f"Bearer {keys['moderator']}"}
+        client.post(f"/v1/queue/{ids[0]}/decision", json={"action": "hide"}, headers=moderator)
+        client.post(
+            f"/v1/queue/{ids[1]}/decision",
+            json={"action": "relabel", "labels": {"sentiment": "negative"}},
+            headers=moderator,
+        )
+        client.post(
+            f"/v1/queue/{ids[2]}/decision",
+            json={"action": "reply", "reply_text": "DM us"},
+            headers=moderator,
+        )
+
+    feedback = tmp_path / "feedback.jsonl"
+    exported = runner.invoke(app, ["feedback", "export", "-o", str(feedback)])
+    assert exported.exit_code == 0 and "wrote 3 labelled rows" in exported.output
+    rows = [json.loads(line) for line in feedback.read_text().splitlines()]
+    assert {(r["task"], r["label"]) for r in rows} == {
+        ("offensive", "offensive"),
+        ("sentiment", "negative"),
+        ("question", "question"),
+    }
+    assert all(r["source"] == "moderator:moderator-cli" and r["decided_at"] for r in rows)
+
+    shrink = [
+        "features.min_df=1",
+        "features.word_max_features=300",
+        "features.char_max_features=300",
+    ]
+    args = [
+        "train",
+        "--config",
+        str(CONFIG),
+        "--data-dir",
+        str(synthetic_data_dir),
+        "--output-dir",
+        str(tmp_path / "m"),
+    ]
+    args += ["--extra-data", str(feedback), *[a for item in shrink for a in ("--set", item)]]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    assert "feedback" in read_manifest(tmp_path / "m").training_data
+    revoked = runner.invoke(app, ["keys", "revoke", "1"])
+    assert revoked.exit_code == 0 and runner.invoke(app, ["keys", "revoke", "1"]).exit_code == 2

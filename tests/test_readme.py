@@ -25,9 +25,12 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_curl_example_works(client: TestClient) -> None:
     block = re.search(r"```bash\n(curl .*?)```", README, re.S)
     assert block is not None
-    args = shlex.split(block.group(1).replace("\\\n", " "))
+    key = client.headers["Authorization"].removeprefix("Bearer ")
+    args = shlex.split(block.group(1).replace("\\\n", " ").replace("$KEY", key))
     body = json.loads(args[args.index("-d") + 1])
     path = args[2].split("8000", 1)[1]
-    response = client.post(path, json=body)
+    headers = dict(h.split(": ", 1) for h in (args[i + 1] for i, a in enumerate(args) if a == "-H"))
+    del client.headers["Authorization"]
+    response = client.post(path, json=body, headers=headers)
     assert response.status_code == 200
     assert response.json()["results"][0]["id"] == "c1"
