@@ -21,9 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir  # noqa: E402
-from service.auth import Role  # noqa: E402
-from tests.server import Server, create_keys  # noqa: E402
+from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
+from service.auth import Role
+from tests.server import Server, create_keys
 
 
 def run(db_url: str, texts: list[str], state_dir: Path) -> None:

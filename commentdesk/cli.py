@@ -147,6 +147,7 @@ def train(
     """Train a model from an experiment config and write its directory with a manifest."""
     import pandas as pd
 
+    from model.errors import ArtifactError
     from training.baseline import train_baseline
     from training.catalog import DataError
     from training.config import ConfigError, load_config
@@ -156,8 +157,18 @@ def train(
         values = load_config(config, set_ or [])
         target = output_dir or Path(values["output_dir"])
         extra = pd.concat([load_feedback(p) for p in extra_data]) if extra_data else None
-        manifest = train_baseline(values, _data_dir(data_dir), target, extra=extra)
-    except (ConfigError, DataError, ValueError, OSError) as exc:
+        trainer = values.get("trainer", "baseline")
+        if trainer == "transformer":
+            from training.transformer import train_transformer
+
+            if extra is not None:
+                raise ConfigError("--extra-data is supported by the baseline trainer only, for now")
+            manifest = train_transformer(values, _data_dir(data_dir), target)
+        elif trainer == "baseline":
+            manifest = train_baseline(values, _data_dir(data_dir), target, extra=extra)
+        else:
+            raise ConfigError(f"unknown trainer {trainer!r}: use 'baseline' or 'transformer'")
+    except (ConfigError, DataError, ArtifactError, ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
     for task, value in manifest.metrics.get("val", {}).items():

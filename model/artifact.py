@@ -31,6 +31,18 @@ class TaskSpec(BaseModel):
         le=1.0,
         description="Binary tasks: probability of the positive label at or above which it is chosen.",
     )
+    temperature: float = Field(
+        default=1.0, gt=0.0, description="Logits are divided by it (calibration)."
+    )
+
+
+class BaseEncoder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sha256: str = Field(
+        description="sha256 of the encoder's model.safetensors the adapters were trained on."
+    )
 
 
 class Manifest(BaseModel):
@@ -39,7 +51,7 @@ class Manifest(BaseModel):
     format_version: int
     name: str
     version: str
-    kind: Literal["tfidf-linear"]
+    kind: Literal["tfidf-linear", "transformer-lora"]
     created: str
     tasks: dict[Task, TaskSpec]
     files: dict[str, str] = Field(description="File name -> sha256 of its bytes.")
@@ -47,6 +59,8 @@ class Manifest(BaseModel):
     training_data: dict[str, str] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+    base_encoder: BaseEncoder | None = None
+    network: dict[str, float | int] | None = None
 
     @model_validator(mode="after")
     def _labels_match_tasks(self) -> Manifest:
@@ -61,6 +75,8 @@ class Manifest(BaseModel):
                 )
             if spec.threshold is not None and len(spec.labels) != 2:
                 raise ValueError(f"task {task}: a threshold only applies to a binary task")
+        if self.kind == "transformer-lora" and (self.base_encoder is None or self.network is None):
+            raise ValueError("a transformer-lora model needs base_encoder and network")
         return self
 
 

@@ -11,7 +11,8 @@ from typing import Protocol
 import numpy as np
 
 from model.artifact import Manifest, read_manifest
-from model.errors import InvalidTextError
+from model.encoder import BASE_ENCODER_SHA256
+from model.errors import ArtifactError, InvalidTextError
 from model.linear import TfidfLinearModel
 from model.tasks import LABELS, Task
 
@@ -63,24 +64,86 @@ class LinearScorer:
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []
-        probabilities = self.model.predict_proba(texts)
-        predictions = []
-        for row in range(len(texts)):
-            labels: dict[Task, str] = {}
-            scores: dict[Task, dict[str, float]] = {}
-            for task in self.tasks:
-                row_probs = probabilities[task][row]
-                labels[task] = decide(task, row_probs, self.manifest.tasks[task].threshold)
-                scores[task] = {
-                    label: float(p) for label, p in zip(LABELS[task], row_probs, strict=True)
-                }
-            predictions.append(Prediction(labels=labels, scores=scores))
-        return predictions
+        return _predictions(self.tasks, self.manifest, self.model.predict_proba(texts), len(texts))
 
 
-def load_scorer(directory: Path) -> Scorer:
+def _predictions(
+    tasks: Sequence[Task], manifest: Manifest, probabilities: dict[Task, np.ndarray], rows: int
+) -> list[Prediction]:
+    predictions = []
+    for row in range(rows):
+        labels: dict[Task, str] = {}
+        scores: dict[Task, dict[str, float]] = {}
+        for task in tasks:
+            row_probs = probabilities[task][row]
+            labels[task] = decide(task, row_probs, manifest.tasks[task].threshold)
+            scores[task] = {
+                label: float(p) for label, p in zip(LABELS[task], row_probs, strict=True)
+            }
+        predictions.append(Prediction(labels=labels, scores=scores))
+    return predictions
+
+
+class TransformerScorer:
+    """Scores with the multi-task MiniLM network: one encoder pass per batch for every task."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        encoder_dir: Path | None = None,
+        batch_size: int = 64,
+    ):
+        import torch
+        from safetensors.torch import load_file
+
+        from model.encoder import verified_encoder_dir
+        from model.transformer import NetworkConfig, build_network, load_tokenizer
+
+        assert manifest.base_encoder is not None and manifest.network is not None
+        if encoder_dir is None and manifest.base_encoder.sha256 != BASE_ENCODER_SHA256:
+            raise ArtifactError("the model was trained on another base encoder than the pinned one")
+        encoder = verified_encoder_dir(encoder_dir, manifest.base_encoder.sha256)
+        self.config = NetworkConfig(**manifest.network)  # type: ignore[arg-type]
+        self.network = build_network(encoder, list(manifest.tasks), self.config)
+        try:
+            self.network.load_trainable_state(load_file(directory / "adapters.safetensors"))
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ArtifactError(f"{directory}: adapter weights cannot be read: {exc}") from exc
+        self.network.eval()
+        self.tokenizer = load_tokenizer(encoder)
+        self.manifest = manifest
+        self.name, self.version = manifest.name, manifest.version
+        self.tasks = tuple(manifest.tasks)
+        self.batch_size = batch_size
+        self._torch = torch
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        from model.transformer import encode
+
+        if not texts:
+            return []
+        order = np.argsort([len(t) for t in texts])
+        probabilities = {task: np.zeros((len(texts), len(LABELS[task]))) for task in self.tasks}
+        with self._torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                index = order[start : start + self.batch_size]
+                batch = encode(self.tokenizer, [texts[i] for i in index], self.config.max_length)
+                for task, logits in self.network(**batch).items():
+                    scaled = logits.double() / self.manifest.tasks[task].temperature
+                    probabilities[task][index] = self._torch.softmax(scaled, dim=-1).numpy()
+        return _predictions(self.tasks, self.manifest, probabilities, len(texts))
+
+
+def load_scorer(directory: Path, encoder_dir: Path | None = None) -> Scorer:
     """Load any supported model directory after validating its manifest."""
     manifest = read_manifest(directory)
-    model = TfidfLinearModel.load(directory, list(manifest.tasks))
-    logger.info("loaded model %s %s from %s", manifest.name, manifest.version, directory)
-    return LinearScorer(model, manifest)
+    scorer: Scorer
+    if manifest.kind == "transformer-lora":
+        scorer = TransformerScorer(directory, manifest, encoder_dir)
+    else:
+        scorer = LinearScorer(TfidfLinearModel.load(directory, list(manifest.tasks)), manifest)
+    logger.info(
+        "loaded model %s %s (%s) from %s", manifest.name, manifest.version, manifest.kind, directory
+    )
+    return scorer

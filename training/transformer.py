@@ -1,0 +1,398 @@
+"""Multi-task fine-tuning of the MiniLM network: task-sampled batches, warm-up and decay, early
+stopping on the mean validation metric, resumable checkpoints, then temperature scaling and
+thresholds fitted on validation data."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from model.artifact import (
+    FORMAT_VERSION,
+    BaseEncoder,
+    Manifest,
+    TaskSpec,
+    sha256_file,
+    write_manifest,
+)
+from model.encoder import BASE_ENCODER_NAME, verified_encoder_dir
+from model.tasks import LABELS, Task, is_binary, parse_task
+from model.transformer import (
+    MultiTaskNetwork,
+    NetworkConfig,
+    build_network,
+    config_dict,
+    encode,
+    load_tokenizer,
+)
+from training.calibration import fit_temperature, softmax
+from training.catalog import Catalog, data_hashes, load_catalog
+from training.config import ConfigError
+from training.metrics import best_threshold, expected_calibration_error, official_metric
+
+logger = logging.getLogger(__name__)
+ADAPTERS_FILE = "adapters.safetensors"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-4
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    batch_size: int = 32
+    max_steps: int = 6000
+    eval_every: int = 500
+    patience: int = 4
+    max_minutes: float = 100.0
+    grad_clip: float = 1.0
+    sampling_temperature: float = 0.5
+    eval_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    task: Task
+    train_sources: list[str]
+    val_source: str
+    class_weights: bool
+    threshold: str | float
+
+
+@dataclass
+class TaskData:
+    plan: TaskPlan
+    train_texts: list[str]
+    train_labels: np.ndarray
+    val_texts: list[str] = field(default_factory=list)
+    val_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _dataclass_from(cls: Any, section: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown keys {sorted(unknown)}")
+    return cls(**section)
+
+
+def _plans(config: dict[str, Any]) -> list[TaskPlan]:
+    plans = []
+    for name, section in config["tasks"].items():
+        try:
+            plans.append(
+                TaskPlan(
+                    parse_task(name),
+                    list(section["train_sources"]),
+                    str(section.get("val_source", "")),
+                    bool(section.get("class_weights", False)),
+                    section.get("threshold", "val"),
+                )
+            )
+        except KeyError as exc:
+            raise ConfigError(f"[tasks.{name}] lacks {exc}") from exc
+    return plans
+
+
+def _task_data(catalog: Catalog, plans: list[TaskPlan]) -> list[TaskData]:
+    data = []
+    for plan in plans:
+        names = list(LABELS[plan.task])
+        train = catalog.select(plan.task, "train", plan.train_sources)
+        if train.empty:
+            raise ConfigError(f"{plan.task}: no training rows in {plan.train_sources}")
+        item = TaskData(plan, list(train["text"]), train["label"].map(names.index).to_numpy())
+        if plan.val_source:
+            val = catalog.select(plan.task, "val", [plan.val_source])
+            item.val_texts, item.val_labels = (
+                list(val["text"]),
+                val["label"].map(names.index).to_numpy(),
+            )
+        data.append(item)
+    return data
+
+
+def _loss_functions(data: list[TaskData]) -> dict[Task, nn.Module]:
+    losses: dict[Task, nn.Module] = {}
+    for item in data:
+        weight = None
+        if item.plan.class_weights:
+            counts = np.bincount(item.train_labels, minlength=len(LABELS[item.plan.task])).astype(
+                np.float64
+            )
+            weight = torch.tensor(
+                counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32
+            )
+        losses[item.plan.task] = nn.CrossEntropyLoss(weight=weight)
+    return losses
+
+
+@torch.no_grad()
+def predict_logits(
+    network: MultiTaskNetwork,
+    tokenizer: Any,
+    texts: list[str],
+    task: Task,
+    max_length: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Logits of one task, batched by length so padding stays small."""
+    network.eval()
+    order = np.argsort([len(t) for t in texts])
+    out = np.zeros((len(texts), len(LABELS[task])), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        index = order[start : start + batch_size]
+        batch = encode(tokenizer, [texts[i] for i in index], max_length)
+        out[index] = network(**batch, tasks=[task])[task].float().numpy()
+    return out
+
+
+def _evaluate(
+    network: MultiTaskNetwork, tokenizer: Any, data: list[TaskData], optim: OptimConfig
+) -> dict[Task, float]:
+    scores = {}
+    for item in data:
+        if not item.val_texts:
+            continue
+        logits = predict_logits(
+            network,
+            tokenizer,
+            item.val_texts,
+            item.plan.task,
+            network.config.max_length,
+            optim.eval_batch_size,
+        )
+        names = np.array(LABELS[item.plan.task])
+        scores[item.plan.task] = official_metric(
+            item.plan.task, list(names[item.val_labels]), list(names[logits.argmax(axis=1)])
+        )
+    return scores
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train_transformer(
+    config: dict[str, Any], data_dir: Path, output_dir: Path, encoder_dir: Path | None = None
+) -> Manifest:
+    """Train, calibrate and write a model directory; resumes from ``output_dir/checkpoints``."""
+    started = time.perf_counter()
+    seed = int(config.get("seed", 0))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    network_config = _dataclass_from(NetworkConfig, config.get("network", {}), "network")
+    optim = _dataclass_from(OptimConfig, config.get("optim", {}), "optim")
+    plans = _plans(config)
+    catalog = load_catalog(data_dir)
+    data = _task_data(catalog, plans)
+    expected_sha = config.get("base_encoder_sha256")
+    encoder_dir = verified_encoder_dir(
+        encoder_dir, **({"expected_sha256": expected_sha} if expected_sha else {})
+    )
+    tokenizer = load_tokenizer(encoder_dir)
+    network = build_network(encoder_dir, [p.task for p in plans], network_config)
+    losses = _loss_functions(data)
+
+    head_params = [
+        p for n, p in network.named_parameters() if p.requires_grad and n.startswith("heads.")
+    ]
+    adapter_params = [
+        p for n, p in network.named_parameters() if p.requires_grad and not n.startswith("heads.")
+    ]
+    optimizer = torch.optim.AdamW(
+        [{"params": adapter_params, "lr": optim.lr}, {"params": head_params, "lr": optim.head_lr}],
+        weight_decay=optim.weight_decay,
+    )
+    warmup = int(optim.warmup_ratio * optim.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _schedule(s, optim.max_steps, warmup)
+    )
+    sizes = np.array([len(item.train_texts) for item in data], dtype=np.float64)
+    task_probabilities = (
+        sizes**optim.sampling_temperature / (sizes**optim.sampling_temperature).sum()
+    )
+    rng = np.random.default_rng(seed)
+
+    checkpoints = output_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"step": 0, "best": -1.0, "stale": 0, "history": []}
+    last = checkpoints / "last.pt"
+    if last.is_file():
+        saved = torch.load(last, weights_only=True)
+        network.load_trainable_state(saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        rng.bit_generator.state = saved["rng"]
+        logger.info("resumed at step %d (best mean val %.4f)", state["step"], state["best"])
+
+    best_path = checkpoints / "best.safetensors"
+    deadline = started + optim.max_minutes * 60
+    progress = tqdm(total=optim.max_steps, initial=state["step"], desc="train", unit="step")
+    network.train()
+    running = 0.0
+    while (
+        state["step"] < optim.max_steps
+        and state["stale"] < optim.patience
+        and time.perf_counter() < deadline
+    ):
+        item = data[int(rng.choice(len(data), p=task_probabilities))]
+        index = rng.integers(0, len(item.train_texts), size=optim.batch_size)
+        batch = encode(tokenizer, [item.train_texts[i] for i in index], network_config.max_length)
+        labels = torch.as_tensor(item.train_labels[index], dtype=torch.long)
+        logits = network(**batch, tasks=[item.plan.task])[item.plan.task]
+        loss = losses[item.plan.task](logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter_params + head_params, optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
+        progress.update(1)
+        progress.set_postfix(loss=f"{running:.3f}", task=item.plan.task.value)
+        if state["step"] % optim.eval_every == 0 or state["step"] == optim.max_steps:
+            scores = _evaluate(network, tokenizer, data, optim)
+            mean = float(np.mean(list(scores.values()))) if scores else 0.0
+            state["history"].append(
+                {"step": state["step"], "mean": mean, **{t.value: s for t, s in scores.items()}}
+            )
+            logger.info(
+                "step %d: mean val %.4f %s",
+                state["step"],
+                mean,
+                {t.value: round(s, 4) for t, s in scores.items()},
+            )
+            if mean > state["best"]:
+                state["best"], state["stale"] = mean, 0
+                save_file(network.trainable_state(), best_path)
+            else:
+                state["stale"] += 1
+            network.train()
+            torch.save(
+                {"weights": network.trainable_state(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "state": state, "rng": rng.bit_generator.state},
+                last,
+            )  # fmt: skip
+    progress.close()
+    if best_path.is_file():
+        from safetensors.torch import load_file
+
+        network.load_trainable_state(load_file(best_path))
+    network.eval()
+    specs, calibration = _calibrate(network, tokenizer, data, optim)
+    manifest = _write_artifact(
+        config,
+        network,
+        output_dir,
+        specs,
+        calibration,
+        state,
+        data_dir,
+        plans,
+        encoder_dir,
+        started,
+    )
+    return manifest
+
+
+def _calibrate(
+    network: MultiTaskNetwork, tokenizer: Any, data: list[TaskData], optim: OptimConfig
+) -> tuple[dict[Task, TaskSpec], dict[str, dict[str, float]]]:
+    """Per task: a temperature on validation logits, then the binary threshold on calibrated
+    probabilities; the report keeps validation ECE before and after."""
+    specs, report = {}, {}
+    for item in data:
+        task = item.plan.task
+        temperature, threshold = 1.0, None
+        if item.val_texts:
+            logits = predict_logits(
+                network,
+                tokenizer,
+                item.val_texts,
+                task,
+                network.config.max_length,
+                optim.eval_batch_size,
+            )
+            temperature = fit_temperature(logits, item.val_labels)
+            before = expected_calibration_error(softmax(logits), item.val_labels)
+            probabilities = softmax(logits, temperature)
+            after = expected_calibration_error(probabilities, item.val_labels)
+            report[task.value] = {
+                "temperature": temperature,
+                "val_ece_before": before,
+                "val_ece_after": after,
+            }
+            if is_binary(task) and item.plan.threshold == "val":
+                threshold = best_threshold(item.val_labels == 1, probabilities[:, 1], task)
+        if is_binary(task) and isinstance(item.plan.threshold, int | float):
+            threshold = float(item.plan.threshold)
+        specs[task] = TaskSpec(
+            labels=list(LABELS[task]), threshold=threshold, temperature=temperature
+        )
+    return specs, report
+
+
+def _write_artifact(
+    config: dict[str, Any],
+    network: MultiTaskNetwork,
+    output_dir: Path,
+    specs: dict[Task, TaskSpec],
+    calibration: dict[str, dict[str, float]],
+    state: dict[str, Any],
+    data_dir: Path,
+    plans: list[TaskPlan],
+    encoder_dir: Path,
+    started: float,
+) -> Manifest:
+    save_file(network.trainable_state(), output_dir / ADAPTERS_FILE)
+    sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})
+    from training.baseline import _hashable_sources
+
+    best = max(state["history"], key=lambda h: h["mean"]) if state["history"] else {}
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        name=str(config["name"]),
+        version=str(config["version"]),
+        kind="transformer-lora",
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        tasks=specs,
+        files={ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
+        metrics={
+            "val": {k: float(v) for k, v in best.items() if k not in ("step", "mean")},
+            "training": {
+                "seconds": round(time.perf_counter() - started, 1),
+                "steps": float(state["step"]),
+            },
+            **{f"calibration.{task}": values for task, values in calibration.items()},
+        },
+        training_data=data_hashes(data_dir, _hashable_sources(sources)),
+        library_versions={
+            "python": platform.python_version(),
+            **{lib: version(lib) for lib in ("torch", "transformers", "numpy", "safetensors")},
+        },
+        config=config,
+        base_encoder=BaseEncoder(
+            name=BASE_ENCODER_NAME, sha256=sha256_file(encoder_dir / "model.safetensors")
+        ),
+        network=config_dict(network.config),
+    )
+    write_manifest(output_dir, manifest)
+    return manifest
