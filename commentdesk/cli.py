@@ -185,6 +185,10 @@ def evaluate(
     references: Annotated[
         bool, typer.Option(help="Also evaluate VADER and alt-profanity-check.")
     ] = True,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(help="Other model directories to evaluate beside it (e.g. the baseline)."),
+    ] = None,
 ) -> None:
     """Official metric per task on the test splits and brand_comments dev, beside the references."""
     from model.errors import ArtifactError
@@ -201,10 +205,13 @@ def evaluate(
     settings = _settings(model_dir=model_dir)
     try:
         scorer = load_scorer(settings.model_dir)
+        others = [load_scorer(directory) for directory in compare or []]
         catalog = load_catalog(_data_dir(data_dir))
     except (ArtifactError, DataError) as exc:
         _fail(str(exc))
     results, predictions = evaluate_scorer(scorer, catalog, scorer.name)
+    for other in others:
+        results += evaluate_scorer(other, catalog, other.name)[0]
     if references:
         results += evaluate_references(catalog)
     table = results_table(results)

@@ -72,18 +72,16 @@ def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_pat
     evaluated = runner.invoke(
         app,
         [
-            "evaluate",
-            "--model-dir",
-            str(model_dir),
-            "--data-dir",
-            str(synthetic_data_dir),
-            "--card",
-            str(card),
+            "evaluate", "--model-dir", str(model_dir), "--data-dir", str(synthetic_data_dir),
+            "--card", str(card), "--compare", str(model_dir),
         ],
-    )
+    )  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     text = card.read_text()
     assert "tweeteval-offensive/test" in text and "VADER" in text and "alt-profanity-check" in text
+    assert "ECE %" in text
+    for figure in ("confusion", "reliability"):
+        assert (tmp_path / "figures" / f"commentdesk-baseline-{figure}.png").stat().st_size > 1000
 
 
 def test_train_rejects_unknown_override(synthetic_data_dir: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from model.scorer import Scorer
 from model.tasks import LABELS, Task
 from training.catalog import Catalog
-from training.metrics import METRIC_NAMES, official_metric
+from training.metrics import METRIC_NAMES, calibration_error, official_metric
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _polarity_only(scorer_labels: list[str], probabilities: np.ndarray) -> list[
 def evaluate_scorer(
     scorer: Scorer, catalog: Catalog, name: str, batch_size: int = 512
 ) -> tuple[list[Result], dict[tuple[Task, str], pd.DataFrame]]:
-    """Score every evaluation split; also return the predictions for confusion tables."""
+    """Score every evaluation split; also return per-row predictions and confidences."""
     results, predictions = [], {}
     for task, source, split in tqdm(EVALUATIONS, desc=f"evaluate {name}", unit="split"):
         if task not in scorer.tasks:
@@ -116,10 +116,10 @@ def evaluate_scorer(
         scored = []
         for start in range(0, len(texts), batch_size):
             scored.extend(scorer.predict(texts[start : start + batch_size]))
+        probabilities = np.array(
+            [[p.scores[task][label] for label in LABELS[task]] for p in scored]
+        )
         if source == "sst2":
-            probabilities = np.array(
-                [[p.scores[task][label] for label in LABELS[task]] for p in scored]
-            )
             predicted = _polarity_only([], probabilities)
         else:
             predicted = [p.labels[task] for p in scored]
@@ -127,10 +127,30 @@ def evaluate_scorer(
         results.append(
             Result(name, task, f"{source}/{split}", METRIC_NAMES[task], value, len(rows))
         )
+        gold_index = rows["label"].map(list(LABELS[task]).index).to_numpy()
         predictions[(task, source)] = pd.DataFrame(
-            {"gold": rows["label"].to_numpy(), "predicted": predicted}
+            {
+                "gold": rows["label"].to_numpy(),
+                "predicted": predicted,
+                "confidence": probabilities.max(axis=1),
+                "correct": probabilities.argmax(axis=1) == gold_index,
+            }
         )
     return results, predictions
+
+
+def calibration_table(predictions: dict[tuple[Task, str], pd.DataFrame]) -> pd.DataFrame:
+    """Top-label expected calibration error (15 bins) on each official test split, in percent."""
+    rows = []
+    for task, source, split in EVALUATIONS:
+        frame = predictions.get((task, source))
+        if frame is None or split != "test" or source in ("sst2", "davidson"):
+            continue
+        ece = calibration_error(frame["confidence"].to_numpy(), frame["correct"].to_numpy())
+        rows.append(
+            {"task": task.value, "dataset": f"{source}/{split}", "ECE %": round(100 * ece, 2)}
+        )
+    return pd.DataFrame(rows)
 
 
 def evaluate_references(catalog: Catalog) -> list[Result]:

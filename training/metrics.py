@@ -51,12 +51,8 @@ def best_threshold(gold_positive: np.ndarray, probability: np.ndarray, task: Tas
     return best
 
 
-def expected_calibration_error(
-    probabilities: np.ndarray, gold_index: np.ndarray, bins: int = 15
-) -> float:
-    """Top-label ECE with equal-width confidence bins."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == gold_index
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error from top-label confidences and whether each top label was right."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     error = 0.0
     for low, high in pairwise(edges):
@@ -64,3 +60,12 @@ def expected_calibration_error(
         if in_bin.any():
             error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(error)
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, gold_index: np.ndarray, bins: int = 15
+) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    return calibration_error(
+        probabilities.max(axis=1), probabilities.argmax(axis=1) == gold_index, bins
+    )

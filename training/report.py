@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from model.scorer import LinearScorer, Scorer
-from model.tasks import Task
+from model.artifact import Manifest
+from model.scorer import Scorer
+from model.tasks import LABELS, Task
 from training.catalog import Catalog
-from training.evaluate import confusion_markdown, markdown_table
+from training.evaluate import EVALUATIONS, calibration_table, confusion_markdown, markdown_table
+
+
+def _config_file(manifest: Manifest) -> str:
+    return (
+        "configs/multitask.toml" if manifest.kind == "transformer-lora" else "configs/baseline.toml"
+    )
+
 
 LICENCES = """| data set | used for | licence (as stated by its source) |
 |---|---|---|
@@ -39,6 +48,64 @@ decision should stay with a person, and the thresholds are the brand's to set.
 - **Domain shift**: trained on tweets; long reviews or other languages are out of scope."""
 
 
+def write_figures(
+    predictions: dict[tuple[Task, str], pd.DataFrame], directory: Path, prefix: str
+) -> list[Path]:
+    """Confusion matrices and reliability diagrams of the official test splits, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tests = [
+        (task, source)
+        for task, source, split in EVALUATIONS
+        if split == "test" and source.startswith("tweeteval")
+    ]
+    tests.append((Task.QUESTION, "brand_comments"))
+    tests = [key for key in tests if key in predictions]
+    paths = []
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    for ax, key in zip(axes.flat, tests, strict=False):
+        frame = predictions[key]
+        labels = list(LABELS[key[0]])
+        matrix = pd.crosstab(frame["gold"], frame["predicted"]).reindex(
+            index=labels, columns=labels, fill_value=0
+        )
+        ax.imshow(matrix.to_numpy(), cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        for (i, j), value in np.ndenumerate(matrix.to_numpy()):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=9)
+        ax.set_title(f"{key[0]} ({key[1]})")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+    fig.tight_layout()
+    paths.append(directory / f"{prefix}-confusion.png")
+    fig.savefig(paths[-1], dpi=80)
+    plt.close(fig)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    edges = np.linspace(0, 1, 11)
+    for ax, key in zip(axes.flat, tests, strict=False):
+        frame = predictions[key]
+        bins = np.clip(np.digitize(frame["confidence"], edges) - 1, 0, 9)
+        accuracy = [
+            frame["correct"][bins == b].mean() if (bins == b).any() else np.nan for b in range(10)
+        ]
+        ax.bar(edges[:-1] + 0.05, accuracy, width=0.09, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+        ax.set_title(f"{key[0]} ({key[1]})")
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(directory / f"{prefix}-reliability.png")
+    fig.savefig(paths[-1], dpi=80)
+    plt.close(fig)
+    return paths
+
+
 def build_model_card(
     path: Path,
     scorer: Scorer,
@@ -47,9 +114,15 @@ def build_model_card(
     catalog: Catalog,
 ) -> None:
     details = [f"- name: `{scorer.name}`, version `{scorer.version}`"]
-    if isinstance(scorer, LinearScorer):
-        manifest = scorer.manifest
+    manifest = getattr(scorer, "manifest", None)
+    if isinstance(manifest, Manifest):
         details.append(f"- kind: `{manifest.kind}`, created {manifest.created}")
+        if manifest.base_encoder is not None:
+            details.append(
+                f"- base encoder: `{manifest.base_encoder.name}` (sha256 `{manifest.base_encoder.sha256[:16]}…`), network {manifest.network}"
+            )
+            temperatures = ", ".join(f"{t}: {s.temperature:.2f}" for t, s in manifest.tasks.items())
+            details.append(f"- temperatures (fitted on validation splits): {temperatures}")
         thresholds = ", ".join(
             f"{task}: {spec.threshold:.3f}"
             for task, spec in manifest.tasks.items()
@@ -62,10 +135,12 @@ def build_model_card(
         seconds = manifest.metrics.get("training", {}).get("seconds")
         if seconds is not None:
             details.append(
-                f"- rebuilt by `commentdesk train --config configs/baseline.toml` (`make model`): "
+                f"- rebuilt by `commentdesk train --config {_config_file(manifest)}`: "
                 f"{seconds:.0f} s of training on the machine that built it, data loading included"
             )
     removed = ", ".join(f"{source} {count}" for source, count in sorted(catalog.removed.items()))
+    figure_paths = write_figures(predictions, path.parent / "figures", scorer.name)
+    figures = "\n".join(f"![{p.stem}](figures/{p.name})" for p in figure_paths)
     text = f"""# Model card: {scorer.name}
 
 Generated by `commentdesk evaluate --card docs/model-card.md` on
@@ -86,8 +161,13 @@ includes Davidson et al.'s tweets, so its `davidson/test` figure is not a fair c
 
 {markdown_table(table)}
 
+## Calibration (top-label expected calibration error on the test splits, 15 bins)
+{markdown_table(calibration_table(predictions))}
+
 ## Confusion matrices
 {confusion_markdown(predictions)}
+
+{figures}
 
 ## Data
 {LICENCES}
