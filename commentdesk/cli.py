@@ -29,7 +29,10 @@ app.add_typer(feedback_app, name="feedback")
 logger = logging.getLogger("commentdesk")
 
 ModelDirOption = Annotated[
-    Path | None, typer.Option("--model-dir", help="Model directory (default: the committed model).")
+    Path | None,
+    typer.Option(
+        "--model-dir", "--artifact", help="Model directory (default: the committed model)."
+    ),
 ]
 DataDirOption = Annotated[
     Path | None,

@@ -430,3 +430,21 @@ def test_admin_manages_keys_and_revoked_keys_stop_working(api: Api) -> None:
     )
     policy = api.client.get("/v1/policy", headers=api.auth(Role.ADMIN)).json()
     assert policy["rules"] and "kys" in policy["banned"]
+
+
+def test_sqlite_runs_in_wal_mode(tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import running_api
+
+    with (
+        running_api(tiny_model_dir, f"sqlite:///{tmp_path / 'wal.db'}", tmp_path) as api,
+        api.app.state.sessions() as session,
+    ):
+        assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_default_database_is_a_file_in_the_state_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from commentdesk.settings import Settings
+
+    settings = Settings(data_dir=None, state_dir=tmp_path)
+    assert settings.database_url() == f"sqlite:///{tmp_path / 'commentdesk.db'}"
