@@ -24,7 +24,9 @@ feedback_app = typer.Typer(help="Moderator decisions as training data.", no_args
 app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+templates_app = typer.Typer(help="Reply templates.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(templates_app, name="templates")
 
 logger = logging.getLogger("commentdesk")
 
@@ -322,6 +324,16 @@ def feedback_export(
     with _sessions(_settings())() as session:
         count = export_feedback(session, output)
     typer.echo(f"wrote {count} labelled rows to {output}")
+
+
+@templates_app.command("load-defaults")
+def templates_load_defaults() -> None:
+    """Add the default reply library (skips templates whose name already exists)."""
+    from service.replies import load_defaults
+
+    with _sessions(_settings())() as session:
+        added = load_defaults(session)
+    typer.echo(f"added {added} default reply templates")
 
 
 def run() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.encoder import BASE_ENCODER_SHA256
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "default"
 
@@ -46,6 +48,20 @@ class QueueSettings(BaseModel):
     max_page: int = Field(default=500, ge=1, description="Items per queue page.")
 
 
+class ReplySettings(BaseModel):
+    encoder_dir: Path | None = Field(
+        default=None,
+        description="Sentence encoder for template similarity (default: the pinned MiniLM).",
+    )
+    encoder_sha256: str = Field(
+        default=BASE_ENCODER_SHA256,
+        description="sha256 its model.safetensors must have.",
+    )
+    queue_suggestions: int = Field(
+        default=3, ge=0, le=20, description="Suggestions on each queue item."
+    )
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -69,6 +85,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    replies: ReplySettings = Field(default_factory=ReplySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     def database_url(self) -> str:

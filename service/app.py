@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from commentdesk.settings import Settings
+from model.embeddings import SentenceEmbedder
 from model.errors import ArtifactError
 from model.scorer import load_scorer
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.policy import load_policy
-from service.routes import admin, comments, health, queue, score
+from service.replies import ReplySuggester
+from service.routes import admin, comments, health, queue, score, templates
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(url)
         app.state.sessions = make_sessionmaker(engine)
         app.state.policy = load_policy(settings.policy_file)
+        replies = settings.replies
+        app.state.suggester = ReplySuggester(
+            lambda: SentenceEmbedder(replies.encoder_dir, replies.encoder_sha256)
+        )
         try:
             app.state.scorer = load_scorer(settings.model_dir)
         except ArtifactError as exc:
@@ -56,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(comments.router)
     app.include_router(queue.router)
     app.include_router(admin.router)
+    app.include_router(templates.router)
     return app

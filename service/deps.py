@@ -14,6 +14,7 @@ from model.scorer import Scorer
 from service.auth import Permission, Principal, authenticate
 from service.errors import ModelNotReady
 from service.policy import Policy
+from service.replies import ReplySuggester
 
 bearer = HTTPBearer(
     auto_error=False, description="An API key: `commentdesk keys create --role ...`"
@@ -37,6 +38,11 @@ def get_policy(request: Request) -> Policy:
     return policy
 
 
+def get_suggester(request: Request) -> ReplySuggester:
+    suggester: ReplySuggester = request.app.state.suggester
+    return suggester
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
@@ -46,6 +52,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 SessionDep = Annotated[Session, Depends(get_session)]
+SuggesterDep = Annotated[ReplySuggester, Depends(get_suggester)]
 
 
 def requires(permission: Permission) -> Callable[..., Principal]:

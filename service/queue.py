@@ -25,7 +25,7 @@ from model.errors import InvalidTextError
 from model.scorer import Scorer, check_text
 from model.tasks import LABELS, Task
 from service.auth import Principal
-from service.db.tables import Comment, Decision, QueueItem, utcnow
+from service.db.tables import Comment, Decision, QueueItem, ReplyTemplate, utcnow
 from service.errors import InvalidComment
 from service.policy import Action, Policy, route
 from service.scoring import prediction_fields
@@ -124,6 +124,7 @@ class DecisionRequest:
     note: str | None = None
     reply_text: str | None = None
     labels: dict[str, str] | None = None
+    template_id: int | None = None
 
 
 @dataclass
@@ -361,6 +362,13 @@ def _apply(
     labels = _validated_labels(request.labels) if request.action is DecisionAction.RELABEL else None
     if request.action is not DecisionAction.RELABEL and request.labels is not None:
         raise InvalidDecision("'labels' only go with the relabel action")
+    template = None
+    if request.template_id is not None:
+        if request.action is not DecisionAction.REPLY:
+            raise InvalidDecision("'template_id' only goes with the reply action")
+        template = session.get(ReplyTemplate, request.template_id)
+        if template is None:
+            raise InvalidDecision(f"template {request.template_id} does not exist")
     item = session.scalars(
         select(QueueItem).where(QueueItem.comment_id == request.comment_id).with_for_update()
     ).one_or_none()
@@ -395,12 +403,15 @@ def _apply(
         note=request.note,
         reply_text=request.reply_text,
         labels=labels,
+        template_id=request.template_id,
         model_name=comment.model_name,
         model_version=comment.model_version,
         scores=comment.scores,
         created_at=now,
     )
     session.add(decision)
+    if template is not None:
+        template.usage_count += 1
     return decision
 
 

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, mod
 from model.tasks import Task
 from service.auth import Role
 from service.queue import DecisionAction, View
+from service.templates import Intent
 
 EXAMPLE_SCORES: dict[str, Any] = {
     "sentiment": {"negative": 0.82, "neutral": 0.15, "positive": 0.03},
@@ -49,6 +50,9 @@ class ScoreRequest(BaseModel):
     comments: list[CommentIn] | None = Field(
         default=None, description="Several comments (at most the configured limit, 256 by default)."
     )
+    suggest_replies: int = Field(
+        default=0, ge=0, le=20, description="Add the top k reply suggestions to each result."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
@@ -70,6 +74,9 @@ class CommentScore(BaseModel):
     scores: dict[Task, dict[str, float]] = Field(
         description="Per task, the probability of each label; they sum to 1 within a task.",
         json_schema_extra={"example": EXAMPLE_SCORES},
+    )
+    suggestions: list[SuggestionOut] | None = Field(
+        default=None, description="Reply suggestions, when asked for."
     )
 
 
@@ -175,6 +182,9 @@ class QueueItemOut(BaseModel):
     labels: dict[str, str]
     scores: dict[str, dict[str, float]]
     model: ModelInfo
+    suggestions: list[SuggestionOut] | None = Field(
+        default=None, description="Ranked reply templates, rendered."
+    )
 
 
 class QueuePage(BaseModel):
@@ -210,6 +220,9 @@ class DecisionIn(BaseModel):
     )
     reply_text: StrictStr | None = Field(
         default=None, max_length=5000, description="The reply (reply action only)."
+    )
+    template_id: int | None = Field(
+        default=None, description="The template the reply came from (reply action only)."
     )
     labels: dict[str, str] | None = Field(
         default=None, description="Corrected labels, task -> label (relabel only)."
@@ -280,3 +293,76 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str = Field(description="The secret; shown once, never stored.")
+
+
+class SuggestionOut(BaseModel):
+    template_id: int
+    name: str
+    text: str = Field(
+        description="The rendered reply, plain text (escape it wherever HTML shows it)."
+    )
+    score: float = Field(
+        description="Ranking score: intent match + example similarity + moderator usage."
+    )
+    reasons: list[str] = Field(description="Why this template was chosen.")
+    missing_variables: list[str] = Field(
+        description="Variables with no value and no fallback, left visible as {name}."
+    )
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(min_length=1, max_length=200)
+    intents: list[Intent] = Field(
+        min_length=1, description="question, complaint, praise, abuse or generic."
+    )
+    body: StrictStr = Field(
+        min_length=1, max_length=5000, description="Text with {variables} and {variable|fallback}."
+    )
+    examples: list[StrictStr] = Field(
+        default_factory=list, max_length=50, description="Comments it fits."
+    )
+    enabled: bool = True
+    language: StrictStr = Field(default="en", max_length=10)
+
+
+class TemplateOut(TemplateIn):
+    id: int
+    usage_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SuggestRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "@brand where is my refund?",
+                    "k": 3,
+                    "variables": {"author": "@ann", "brand": "Acme"},
+                }
+            ]
+        },
+    )
+
+    text: StrictStr | None = Field(
+        default=None, description="A comment to answer (or give comment_id)."
+    )
+    comment_id: int | None = Field(default=None, description="A stored comment to answer.")
+    k: int = Field(default=3, ge=1, le=20, description="How many suggestions.")
+    variables: dict[str, StrictStr] = Field(
+        default_factory=dict, description="Values for {variables}, e.g. author, brand, agent."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SuggestRequest:
+        if (self.text is None) == (self.comment_id is None):
+            raise ValueError("give either 'text' or 'comment_id'")
+        return self
+
+
+CommentScore.model_rebuild()
+QueueItemOut.model_rebuild()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -8,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
+from transformers import BertModel
 
 from commentdesk.settings import DEFAULT_MODEL_DIR, PROJECT_ROOT, Settings, default_data_dir
+from model.artifact import sha256_file
+from model.encoder import base_encoder_dir
 from model.scorer import Scorer, load_scorer
+from model.transformer import tiny_encoder_config
 from service.app import create_app
 from service.auth import Role, create_key
 from tests.synthetic import make_data_dir
@@ -27,6 +33,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_data_dir(tmp_path_factory.mktemp("data"))
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same architecture and tokenizer as MiniLM, 32 hidden units, random weights."""
+    directory = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    BertModel(tiny_encoder_config(vocab_size=30522), add_pooling_layer=False).save_pretrained(
+        directory
+    )
+    for name in TOKENIZER_FILES:
+        shutil.copy(base_encoder_dir() / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_replies(tiny_encoder_dir: Path) -> dict[str, object]:
+    """Reply settings that embed with the tiny encoder instead of loading MiniLM in every app."""
+    return {
+        "encoder_dir": tiny_encoder_dir,
+        "encoder_sha256": sha256_file(tiny_encoder_dir / "model.safetensors"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +134,8 @@ class Api:
 def running_api(
     tiny_model_dir: Path, db_url: str, tmp_path: Path, **overrides: Any
 ) -> Iterator[Api]:
+    # Queue items carry no reply suggestions unless a test asks (they need an embedder).
+    overrides.setdefault("replies", {"queue_suggestions": 0})
     settings = Settings(
         model_dir=tiny_model_dir,
         data_dir=None,

@@ -381,6 +381,12 @@ ROUTES = {
     ("POST", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",
     ("GET", "/v1/policy"): "admin",
+    ("GET", "/v1/templates"): "admin",
+    ("POST", "/v1/templates"): "admin",
+    ("GET", "/v1/templates/{template_id}"): "admin",
+    ("PUT", "/v1/templates/{template_id}"): "admin",
+    ("DELETE", "/v1/templates/{template_id}"): "admin",
+    ("POST", "/v1/replies/suggest"): "moderate",
 }
 
 
@@ -396,7 +402,9 @@ def test_every_route_refuses_missing_keys_and_wrong_roles(api: Api) -> None:
     }
     assert routes == set(ROUTES)
     for (method, path), permission in ROUTES.items():
-        url = path.replace("{comment_id}", "1").replace("{key_id}", "1")
+        url = (
+            path.replace("{comment_id}", "1").replace("{key_id}", "1").replace("{template_id}", "1")
+        )
         missing = api.client.request(method, url, json={})
         assert missing.status_code == 401, (method, path)
         assert missing.headers["www-authenticate"] == "Bearer"

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertModel
 
 from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest, sha256_file
-from model.encoder import BASE_ENCODER_SHA256, base_encoder_dir, verified_encoder_dir
+from model.encoder import BASE_ENCODER_SHA256, verified_encoder_dir
 from model.errors import ArtifactError
 from model.scorer import TransformerScorer, load_scorer
 from model.tasks import LABELS, Task
@@ -22,7 +21,6 @@ from model.transformer import (
     build_network,
     encode,
     load_tokenizer,
-    tiny_encoder_config,
 )
 from training.calibration import fit_temperature, softmax
 from training.config import load_config
@@ -34,19 +32,6 @@ TOKENIZER_FILES = (
     "vocab.txt",
     "special_tokens_map.json",
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Same architecture and tokenizer as MiniLM, 32 hidden units, random weights."""
-    directory = tmp_path_factory.mktemp("tiny-encoder")
-    torch.manual_seed(0)
-    BertModel(tiny_encoder_config(vocab_size=30522), add_pooling_layer=False).save_pretrained(
-        directory
-    )
-    for name in TOKENIZER_FILES:
-        shutil.copy(base_encoder_dir() / name, directory / name)
-    return directory
 
 
 @pytest.fixture(scope="session")

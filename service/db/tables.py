@@ -124,6 +124,9 @@ class Decision(Base):
     note: Mapped[str | None] = mapped_column(Text, default=None)
     reply_text: Mapped[str | None] = mapped_column(Text, default=None)
     labels: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reply_templates.id", ondelete="SET NULL"), default=None
+    )
     model_name: Mapped[str] = mapped_column(String(100))
     model_version: Mapped[str] = mapped_column(String(50))
     scores: Mapped[dict[str, Any]]
@@ -142,6 +145,9 @@ class ReplyTemplate(Base):
     intents: Mapped[list[Any]]
     body: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(10), default="en")
+    examples: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    usage_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -16,12 +16,15 @@ from service.schemas import (
     IngestResultOut,
     ModelInfo,
     QueueItemOut,
+    SuggestionOut,
 )
 
 router = APIRouter(prefix="/v1/comments", tags=["comments"])
 
 
-def item_out(item: QueueItem, comment: Comment) -> QueueItemOut:
+def item_out(
+    item: QueueItem, comment: Comment, suggestions: list[SuggestionOut] | None = None
+) -> QueueItemOut:
     live = (
         item.claimed_by is not None
         and item.lease_expires_at is not None
@@ -47,6 +50,7 @@ def item_out(item: QueueItem, comment: Comment) -> QueueItemOut:
         labels=comment.labels,
         scores=comment.scores,
         model=ModelInfo(name=comment.model_name, version=comment.model_version),
+        suggestions=suggestions,
     )
 
 

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from service.db.tables import Comment, utcnow
-from service.deps import Moderator, PolicyDep, Reader, SessionDep, SettingsDep
+from service.db.tables import Comment, QueueItem, utcnow
+from service.deps import Moderator, PolicyDep, Reader, SessionDep, SettingsDep, SuggesterDep
 from service.errors import TooManyComments
 from service.queue import DecisionRequest, Status, View, claim, decide, decide_many, list_queue
+from service.replies import ReplySuggester, suggestion_fields
 from service.routes.comments import decision_out, item_out
 from service.schemas import (
     BulkDecisionRequest,
@@ -20,19 +21,30 @@ from service.schemas import (
     DecisionOut,
     QueueItemOut,
     QueuePage,
+    SuggestionOut,
 )
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
 
-def _with_comments(session: SessionDep, items: list) -> list[QueueItemOut]:  # type: ignore[type-arg]
-    comments = {
-        c.id: c
-        for c in session.scalars(
-            select(Comment).where(Comment.id.in_([i.comment_id for i in items]))
-        )
-    }
-    return [item_out(item, comments[item.comment_id]) for item in items]
+def _with_comments(
+    session: SessionDep, items: list[QueueItem], suggester: ReplySuggester, k: int
+) -> list[QueueItemOut]:
+    """Queue items with their comments and, when configured, their top reply suggestions."""
+    ids = [i.comment_id for i in items]
+    comments = {c.id: c for c in session.scalars(select(Comment).where(Comment.id.in_(ids)))}
+    out = []
+    for item in items:
+        comment = comments[item.comment_id]
+        suggestions = None
+        if k:
+            variables = {"author": comment.author or ""}
+            found = suggester.suggest(
+                session, comment.text, comment.labels, comment.scores, variables, k
+            )
+            suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
+        out.append(item_out(item, comment, suggestions))
+    return out
 
 
 @router.get(
@@ -41,6 +53,7 @@ def _with_comments(session: SessionDep, items: list) -> list[QueueItemOut]:  # t
 def read_queue(
     _: Reader,
     session: SessionDep,
+    suggester: SuggesterDep,
     settings: SettingsDep,
     view: Annotated[View, Query(description="needs_reply, flagged, hidden or all.")] = View.ALL,
     status: Annotated[Status | None, Query(description="open, claimed, resolved or auto.")] = None,
@@ -48,14 +61,19 @@ def read_queue(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> QueuePage:
     page = list_queue(session, view, status, min(limit, settings.queue.max_page), cursor, utcnow())
-    return QueuePage(items=_with_comments(session, page.items), next_cursor=page.next_cursor)
+    items = _with_comments(session, page.items, suggester, settings.replies.queue_suggestions)
+    return QueuePage(items=items, next_cursor=page.next_cursor)
 
 
 @router.post(
     "/claim", response_model=list[QueueItemOut], summary="Take the next items with a lease"
 )
 def claim_items(
-    request: ClaimRequest, principal: Moderator, session: SessionDep, settings: SettingsDep
+    request: ClaimRequest,
+    principal: Moderator,
+    session: SessionDep,
+    settings: SettingsDep,
+    suggester: SuggesterDep,
 ) -> list[QueueItemOut]:
     """Two moderators never hold the same item; an expired lease puts the item back in the queue."""
     if request.count > settings.queue.max_claim:
@@ -70,7 +88,7 @@ def claim_items(
         timedelta(seconds=settings.queue.lease_seconds),
         utcnow(),
     )
-    return _with_comments(session, items)
+    return _with_comments(session, items, suggester, settings.replies.queue_suggestions)
 
 
 @router.post(
@@ -118,7 +136,12 @@ def decide_items(
         )
     requests = [
         DecisionRequest(
-            comment_id=d.id, action=d.action, note=d.note, reply_text=d.reply_text, labels=d.labels
+            comment_id=d.id,
+            action=d.action,
+            note=d.note,
+            reply_text=d.reply_text,
+            labels=d.labels,
+            template_id=d.template_id,
         )
         for d in request.decisions
     ]

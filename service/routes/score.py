@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import ScorerDep, ScoringClient, SettingsDep
-from service.schemas import CommentScore, ModelInfo, ScoreRequest, ScoreResponse
+from service.deps import ScorerDep, ScoringClient, SessionDep, SettingsDep, SuggesterDep
+from service.replies import suggestion_fields
+from service.schemas import CommentScore, ModelInfo, ScoreRequest, ScoreResponse, SuggestionOut
 from service.scoring import prediction_fields, score_texts
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
@@ -24,17 +25,26 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
     },
 )
 def score(
-    request: ScoreRequest, _: ScoringClient, scorer: ScorerDep, settings: SettingsDep
+    request: ScoreRequest,
+    _: ScoringClient,
+    scorer: ScorerDep,
+    settings: SettingsDep,
+    session: SessionDep,
+    suggester: SuggesterDep,
 ) -> ScoreResponse:
     """One model pass scores all tasks; thresholds come from the model, never from the request."""
     items = request.items()
     predictions = score_texts(
         scorer, [item.text for item in items], settings.api.max_chars, settings.api.max_comments
     )
-    return ScoreResponse(
-        model=ModelInfo(name=scorer.name, version=scorer.version),
-        results=[
-            CommentScore(id=item.id, **prediction_fields(prediction))
-            for item, prediction in zip(items, predictions, strict=True)
-        ],
-    )
+    results = []
+    for item, prediction in zip(items, predictions, strict=True):
+        fields = prediction_fields(prediction)
+        suggestions = None
+        if request.suggest_replies:
+            found = suggester.suggest(
+                session, item.text, fields["labels"], fields["scores"], {}, request.suggest_replies
+            )
+            suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
+        results.append(CommentScore(id=item.id, suggestions=suggestions, **fields))
+    return ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=results)
