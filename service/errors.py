@@ -41,61 +41,40 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidDecision,
     )
 
+    # Exception type -> HTTP status and machine-readable code; the message is the exception's.
+    simple: dict[type[Exception], tuple[int, str]] = {
+        Forbidden: (403, "forbidden"),
+        CommentNotFound: (404, "not_found"),
+        ClaimedByOther: (409, "claimed_by_other"),
+        AlreadyDecided: (409, "already_decided"),
+        TooManyComments: (413, "too_many_comments"),
+        InvalidDecision: (422, "invalid_decision"),
+        InvalidCursor: (422, "invalid_cursor"),
+        InvalidTextError: (422, "invalid_text"),
+        ModelNotReady: (503, "model_not_ready"),
+        ArtifactError: (503, "model_not_ready"),
+    }
+
+    async def _simple(_: Request, exc: Exception) -> JSONResponse:
+        status, code = next(simple[kind] for kind in type(exc).__mro__ if kind in simple)
+        return _error(status, code, str(exc) or code.replace("_", " "))
+
+    for exception in simple:
+        app.add_exception_handler(exception, _simple)
+
     @app.exception_handler(Unauthenticated)
     async def _unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
         response = _error(401, "unauthenticated", str(exc))
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return _error(403, "forbidden", str(exc))
-
-    @app.exception_handler(CommentNotFound)
-    async def _not_found(_: Request, exc: CommentNotFound) -> JSONResponse:
-        return _error(404, "not_found", str(exc))
-
-    @app.exception_handler(ClaimedByOther)
-    async def _claimed(_: Request, exc: ClaimedByOther) -> JSONResponse:
-        return _error(409, "claimed_by_other", str(exc))
-
-    @app.exception_handler(AlreadyDecided)
-    async def _decided(_: Request, exc: AlreadyDecided) -> JSONResponse:
-        return _error(409, "already_decided", str(exc))
-
-    @app.exception_handler(InvalidDecision)
-    async def _invalid_decision(_: Request, exc: InvalidDecision) -> JSONResponse:
-        return _error(422, "invalid_decision", str(exc))
-
-    @app.exception_handler(InvalidCursor)
-    async def _invalid_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
-        return _error(422, "invalid_cursor", str(exc))
-
-    @app.exception_handler(BulkDecisionError)
-    async def _bulk(_: Request, exc: BulkDecisionError) -> JSONResponse:
-        status = {CommentNotFound: 404, ClaimedByOther: 409, AlreadyDecided: 409}.get(
-            type(exc.error), 422
-        )
-        return _error(
-            status, "bulk_decision_failed", f"{exc}; nothing was written", index=exc.index
-        )
-
-    @app.exception_handler(ModelNotReady)
-    async def _not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
-        return _error(503, "model_not_ready", str(exc) or "the model is not loaded")
-
-    @app.exception_handler(ArtifactError)
-    async def _artifact(_: Request, exc: ArtifactError) -> JSONResponse:
-        return _error(503, "model_not_ready", str(exc))
-
-    @app.exception_handler(TooManyComments)
-    async def _too_many(_: Request, exc: TooManyComments) -> JSONResponse:
-        return _error(413, "too_many_comments", str(exc))
-
     @app.exception_handler(InvalidComment)
     async def _invalid_comment(_: Request, exc: InvalidComment) -> JSONResponse:
         return _error(422, "invalid_comment", str(exc), index=exc.index)
 
-    @app.exception_handler(InvalidTextError)
-    async def _invalid_text(_: Request, exc: InvalidTextError) -> JSONResponse:
-        return _error(422, "invalid_text", str(exc))
+    @app.exception_handler(BulkDecisionError)
+    async def _bulk(_: Request, exc: BulkDecisionError) -> JSONResponse:
+        status = simple.get(type(exc.error), (422, ""))[0]
+        return _error(
+            status, "bulk_decision_failed", f"{exc}; nothing was written", index=exc.index
+        )

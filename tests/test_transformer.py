@@ -26,13 +26,6 @@ from training.calibration import fit_temperature, softmax
 from training.config import load_config
 from training.transformer import train_transformer
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "special_tokens_map.json",
-)
-
 
 @pytest.fixture(scope="session")
 def tiny_transformer_dir(

@@ -1,0 +1,129 @@
+"""Reply suggestions: latency with 200 templates, and top-1 intent agreement on brand_comments dev.
+
+Latency: p50/p95 of one suggestion (embed the comment, rank 200 templates) with the template
+embeddings cached, beside the same call re-embedding every template's examples (no cache).
+Quality: for each brand_comments dev comment, does the top-1 template answer the comment's gold
+intent (question -> an answering template; negative non-question -> complaint; positive
+non-question -> praise)? Neutral non-questions have no expected intent and are not counted.
+
+Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
+from model.embeddings import SentenceEmbedder
+from model.scorer import load_scorer
+from service.db.engine import make_engine, make_sessionmaker, upgrade
+from service.db.tables import ReplyTemplate
+from service.replies import ReplySuggester, load_defaults
+from service.scoring import prediction_fields
+from service.templates import Intent
+
+
+def expected_intent(item: dict[str, object]) -> Intent | None:
+    if item["question"] == 1:
+        return Intent.QUESTION
+    if item["sentiment"] == "negative":
+        return Intent.COMPLAINT
+    if item["sentiment"] == "positive":
+        return Intent.PRAISE
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--comments", type=int, default=200)
+    args = parser.parse_args()
+    data_dir = default_data_dir()
+    if data_dir is None:
+        sys.exit("no data directory")
+    dev = [
+        json.loads(line)
+        for line in (data_dir / "brand_comments" / "dev.jsonl").read_text().splitlines()
+    ]
+    unlabelled = [
+        json.loads(line)["text"]
+        for line in (data_dir / "brand_comments" / "unlabelled.jsonl").read_text().splitlines()
+    ]
+    scorer = load_scorer(args.model_dir)
+    embedder = SentenceEmbedder()
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/replies.db"
+        upgrade(url)
+        sessions = make_sessionmaker(make_engine(url))
+        with sessions() as session:
+            defaults = load_defaults(session)
+            intents = [i.value for i in Intent]
+            for n in range(200 - defaults):
+                session.add(ReplyTemplate(name=f"extra {n}", intents=[rng.choice(intents)], body="Hi {author|there}, thanks!",
+                                          examples=rng.sample(unlabelled, 3)))  # fmt: skip
+            session.commit()
+            suggester = ReplySuggester(lambda: embedder)
+            sample = rng.sample(unlabelled, args.comments)
+            fields = [prediction_fields(p) for p in scorer.predict(sample)]
+            suggester.suggest(
+                session, sample[0], fields[0]["labels"], fields[0]["scores"], {}, 3
+            )  # warm the cache
+            timings = {"cached": [], "uncached": []}
+            for text, f in zip(sample, fields, strict=True):
+                start = time.perf_counter()
+                suggester.suggest(session, text, f["labels"], f["scores"], {}, 3)
+                timings["cached"].append(time.perf_counter() - start)
+            cold = ReplySuggester(lambda: embedder)
+            for text, f in zip(sample[:20], fields[:20], strict=True):
+                cold._cache.clear()
+                start = time.perf_counter()
+                cold.suggest(session, text, f["labels"], f["scores"], {}, 3)
+                timings["uncached"].append(time.perf_counter() - start)
+            for name, values in timings.items():
+                ms = np.array(values) * 1000
+                print(
+                    f"suggest, 200 templates, {name:<9} p50 {np.percentile(ms, 50):7.1f} ms  p95 {np.percentile(ms, 95):7.1f} ms  (n={len(ms)})"
+                )
+            print(
+                f"cache speed-up at p95: {np.percentile(timings['uncached'], 95) / np.percentile(timings['cached'], 95):.0f}x"
+            )
+
+            # Quality with the default library only.
+            session.query(ReplyTemplate).filter(ReplyTemplate.name.like("extra %")).delete()
+            session.commit()
+            suggester = ReplySuggester(lambda: embedder)
+            dev_fields = [prediction_fields(p) for p in scorer.predict([d["text"] for d in dev])]
+            confusion: Counter[tuple[str, str]] = Counter()
+            hits = total = 0
+            for item, f in zip(dev, dev_fields, strict=True):
+                want = expected_intent(item)
+                if want is None:
+                    continue
+                top = suggester.suggest(
+                    session, str(item["text"]), f["labels"], f["scores"], {}, 1
+                )[0]
+                total += 1
+                hits += want.value in top.template.intents
+                confusion[(want.value, "/".join(top.template.intents))] += 1
+            print(
+                f"\ntop-1 template answers the gold intent: {hits}/{total} = {hits / total:.1%} (model {scorer.name} {scorer.version})"
+            )
+            print("gold intent -> top-1 template intents: count")
+            for (want, got), count in sorted(confusion.items()):
+                print(f"  {want:<10} -> {got:<20} {count}")
+
+
+if __name__ == "__main__":
+    main()
