@@ -26,9 +26,11 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-# Rebuild the committed default model and its model card from ../shared/data.
+# Rebuild the committed models and their model cards from ../shared/data.
 model: install
 	$(VENV)/bin/commentdesk train --config configs/baseline.toml
+	$(VENV)/bin/commentdesk train --config configs/multitask.toml
 
 model-card: install
-	$(VENV)/bin/commentdesk evaluate --card docs/model-card.md
+	$(VENV)/bin/commentdesk evaluate --card docs/model-card-baseline.md
+	$(VENV)/bin/commentdesk evaluate --artifact artifacts/minilm --compare artifacts/default --card docs/model-card.md

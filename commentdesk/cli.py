@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -222,7 +223,8 @@ def evaluate(
     table = results_table(results)
     typer.echo(markdown_table(table))
     if card is not None:
-        build_model_card(card, scorer, table, predictions, catalog)
+        command = "commentdesk " + " ".join(sys.argv[1:])
+        build_model_card(card, scorer, table, predictions, catalog, command)
         typer.echo(f"wrote {card}")
 
 

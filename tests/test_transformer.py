@@ -119,3 +119,19 @@ def test_adapters_for_another_encoder_are_rejected(tiny_transformer_dir: Path) -
     assert read_manifest(tiny_transformer_dir).base_encoder.sha256 != BASE_ENCODER_SHA256  # type: ignore[union-attr]
     with pytest.raises(ArtifactError, match="another base encoder"):
         load_scorer(tiny_transformer_dir)
+
+
+@pytest.mark.slow
+def test_committed_minilm_model_scores_on_the_pinned_encoder() -> None:
+    """The real packaged encoder and the committed adapters: loads, verifies, scores sensibly."""
+    scorer = load_scorer(PROJECT_ROOT / "artifacts" / "minilm")
+    abusive, thanks, question = scorer.predict(
+        [
+            "you are a fucking idiot",
+            "thank you so much, you are the best!",
+            "@brand where is my refund? can you check?",
+        ]
+    )
+    assert abusive.labels[Task.OFFENSIVE] == "offensive"
+    assert thanks.labels[Task.SENTIMENT] == "positive"
+    assert question.labels[Task.QUESTION] == "question"

@@ -23,7 +23,7 @@ from model.artifact import FORMAT_VERSION, Manifest, TaskSpec, sha256_file, writ
 from model.linear import LinearHead, TfidfLinearModel
 from model.tasks import LABELS, Task, is_binary, parse_task
 from model.text import normalize
-from training.catalog import data_hashes, load_catalog
+from training.catalog import load_catalog, source_hashes
 from training.config import ConfigError
 from training.feedback import FEEDBACK_SOURCE
 from training.metrics import best_threshold, official_metric
@@ -170,7 +170,7 @@ def train_baseline(
     output_dir.mkdir(parents=True, exist_ok=True)
     files = model.save(output_dir)
     sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})
-    hashes = data_hashes(data_dir, _hashable_sources(sources))
+    hashes = source_hashes(data_dir, sources)
     if extra is not None:
         hashes[FEEDBACK_SOURCE] = hashlib.sha256(extra.to_json().encode()).hexdigest()
     manifest = Manifest(
@@ -194,14 +194,6 @@ def train_baseline(
     )
     write_manifest(output_dir, manifest)
     return manifest
-
-
-def _hashable_sources(sources: list[str]) -> list[str]:
-    from training.catalog import SOURCE_FILES
-
-    return sorted(
-        {s if s in SOURCE_FILES else s.split("-")[0] for s in sources if s != FEEDBACK_SOURCE}
-    )
 
 
 def _decide_all(task: Task, probabilities: np.ndarray, threshold: float | None) -> list[str]:

@@ -233,3 +233,10 @@ def data_hashes(data_dir: Path, sources: Iterable[str] = LOADERS) -> dict[str, s
                 digest.update(path.read_bytes())
         hashes[source] = digest.hexdigest()
     return hashes
+
+
+def source_hashes(data_dir: Path, sources: Iterable[str]) -> dict[str, str]:
+    """Hashes of the data sets behind catalog sources ("tweeteval-hate" -> "tweeteval"); rows
+    that come from no file (moderator feedback) are hashed by their caller."""
+    files = {s if s in SOURCE_FILES else s.split("-")[0] for s in sources}
+    return data_hashes(data_dir, sorted(files & set(SOURCE_FILES)))

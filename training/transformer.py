@@ -39,7 +39,7 @@ from model.transformer import (
     load_tokenizer,
 )
 from training.calibration import fit_temperature, softmax
-from training.catalog import Catalog, data_hashes, load_catalog
+from training.catalog import Catalog, load_catalog, source_hashes
 from training.config import ConfigError
 from training.metrics import best_threshold, expected_calibration_error, official_metric
 
@@ -364,7 +364,6 @@ def _write_artifact(
 ) -> Manifest:
     save_file(network.trainable_state(), output_dir / ADAPTERS_FILE)
     sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})
-    from training.baseline import _hashable_sources
 
     best = max(state["history"], key=lambda h: h["mean"]) if state["history"] else {}
     manifest = Manifest(
@@ -383,7 +382,7 @@ def _write_artifact(
             },
             **{f"calibration.{task}": values for task, values in calibration.items()},
         },
-        training_data=data_hashes(data_dir, _hashable_sources(sources)),
+        training_data=source_hashes(data_dir, sources),
         library_versions={
             "python": platform.python_version(),
             **{lib: version(lib) for lib in ("torch", "transformers", "numpy", "safetensors")},
