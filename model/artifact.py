@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +80,11 @@ class Manifest(BaseModel):
         if self.kind == "transformer-lora" and (self.base_encoder is None or self.network is None):
             raise ValueError("a transformer-lora model needs base_encoder and network")
         return self
+
+
+def library_versions(*libraries: str) -> dict[str, str]:
+    """Python's and each named distribution's version, recorded in every manifest."""
+    return {"python": platform.python_version(), **{lib: version(lib) for lib in libraries}}
 
 
 def sha256_file(path: Path) -> str:

@@ -189,4 +189,5 @@ def test_suggestions_by_text_comment_score_and_queue(replies_api: Api) -> None:
         json={"action": "approve", "template_id": template_id},
         headers=moderator,
     )
-    assert bad.status_code in (409, 422)
+    assert bad.status_code == 422
+    assert "only goes with the reply action" in bad.text

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from model.artifact import FORMAT_VERSION, Manifest, TaskSpec, sha256_file, write_manifest
+from model.artifact import (
+    FORMAT_VERSION,
+    Manifest,
+    TaskSpec,
+    library_versions,
+    sha256_file,
+    write_manifest,
+)
 from model.linear import LinearHead, TfidfLinearModel
 from model.tasks import LABELS, Task, is_binary, parse_task
 from model.text import normalize
@@ -186,10 +191,7 @@ def train_baseline(
             "training": {"seconds": round(time.perf_counter() - started, 1)},
         },
         training_data=hashes,
-        library_versions={
-            "python": platform.python_version(),
-            **{lib: version(lib) for lib in ("scikit-learn", "numpy", "scipy", "spacy")},
-        },
+        library_versions=library_versions("scikit-learn", "numpy", "scipy", "spacy"),
         config=config,
     )
     write_manifest(output_dir, manifest)

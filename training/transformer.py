@@ -5,12 +5,10 @@ thresholds fitted on validation data."""
 from __future__ import annotations
 
 import logging
-import platform
 import random
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from model.artifact import (
     BaseEncoder,
     Manifest,
     TaskSpec,
+    library_versions,
     sha256_file,
     write_manifest,
 )
@@ -383,10 +382,7 @@ def _write_artifact(
             **{f"calibration.{task}": values for task, values in calibration.items()},
         },
         training_data=source_hashes(data_dir, sources),
-        library_versions={
-            "python": platform.python_version(),
-            **{lib: version(lib) for lib in ("torch", "transformers", "numpy", "safetensors")},
-        },
+        library_versions=library_versions("torch", "transformers", "numpy", "safetensors"),
         config=config,
         base_encoder=BaseEncoder(
             name=BASE_ENCODER_NAME, sha256=sha256_file(encoder_dir / "model.safetensors")
