@@ -7,13 +7,14 @@ cached until the template changes, so a suggestion costs one short encoder pass.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from model.embeddings import SentenceEmbedder
@@ -23,17 +24,51 @@ from service.templates import (
     TemplateData,
     intents_of,
     load_library,
-    max_similarity,
     rank,
 )
 
 
+@dataclass(frozen=True)
+class _Catalogue:
+    """The enabled templates with their example embeddings stacked in one matrix.
+
+    Every template has at least one row (its name is embedded beside its examples), so
+    ``starts`` holds one valid offset per template.
+    """
+
+    stamp: tuple[Any, ...]
+    templates: list[TemplateData]
+    examples: np.ndarray
+    starts: np.ndarray
+
+    def similarity(self, comment: np.ndarray) -> np.ndarray:
+        """Per template: the highest cosine between the comment and any of its examples."""
+        return np.maximum.reduceat(self.examples @ comment, self.starts)
+
+
+@dataclass
+class _Usage:
+    """Reply decisions per (first intent, template), counted incrementally by decision id."""
+
+    last_decision_id: int = 0
+    counts: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+
+
 class ReplySuggester:
+    """Ranks templates for a comment; templates, embeddings and usage stay in memory.
+
+    Each call checks a cheap stamp of the templates table (count, newest id and edit time) and
+    only the decisions added since the last call, so other workers' edits are seen at once while
+    the hot path costs one short encoder pass and one matrix product.
+    """
+
     def __init__(self, make_embedder: Callable[[], SentenceEmbedder]):
         self._make_embedder = make_embedder
         self._embedder: SentenceEmbedder | None = None
         self._lock = threading.Lock()
-        self._cache: dict[int, tuple[datetime, np.ndarray]] = {}
+        self._embeddings: dict[int, tuple[datetime, np.ndarray]] = {}
+        self._catalogue: _Catalogue | None = None
+        self._usage = _Usage()
 
     @property
     def embedder(self) -> SentenceEmbedder:
@@ -43,54 +78,86 @@ class ReplySuggester:
             return self._embedder
 
     def _examples(self, template: ReplyTemplate) -> np.ndarray:
-        cached = self._cache.get(template.id)
+        cached = self._embeddings.get(template.id)
         if cached is None or cached[0] != template.updated_at:
-            texts = [template.name, *template.examples]
-            cached = (template.updated_at, self.embedder.embed(texts))
-            self._cache[template.id] = cached
+            cached = (template.updated_at, self.embedder.embed([template.name, *template.examples]))
+            self._embeddings[template.id] = cached
         return cached[1]
+
+    def _load_catalogue(self, session: Session) -> _Catalogue:
+        stamp = tuple(
+            session.execute(
+                select(
+                    func.count(ReplyTemplate.id),
+                    func.max(ReplyTemplate.id),
+                    func.max(ReplyTemplate.updated_at),
+                    func.sum(case((ReplyTemplate.enabled, 1), else_=0)),
+                )
+            ).one()
+        )
+        with self._lock:
+            if self._catalogue is not None and self._catalogue.stamp == stamp:
+                return self._catalogue
+        rows = list(
+            session.scalars(
+                select(ReplyTemplate).where(ReplyTemplate.enabled).order_by(ReplyTemplate.id)
+            )
+        )
+        blocks = [self._examples(t) for t in rows]
+        sizes = [len(b) for b in blocks]
+        catalogue = _Catalogue(
+            stamp=stamp,
+            templates=[
+                TemplateData(t.id, t.name, list(t.intents), t.body, list(t.examples)) for t in rows
+            ],
+            examples=np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32),
+            starts=np.cumsum([0, *sizes[:-1]]).astype(np.int64),
+        )
+        live = {t.id for t in rows}
+        with self._lock:
+            self._embeddings = {i: e for i, e in self._embeddings.items() if i in live}
+            self._catalogue = catalogue
+        return catalogue
+
+    def _usage_for_intent(self, session: Session, intent: str) -> Counter[int]:
+        """How often each template was sent as a reply to comments whose first intent was ``intent``."""
+        with self._lock:
+            since = self._usage.last_decision_id
+        rows = session.execute(
+            select(Decision.id, Decision.template_id, Comment.scores)
+            .join(Comment, Comment.id == Decision.comment_id)
+            .where(
+                Decision.id > since,
+                Decision.template_id.is_not(None),
+                Decision.action == "reply",
+            )
+            .order_by(Decision.id)
+        ).all()
+        with self._lock:
+            for decision_id, template_id, scores in rows:
+                if decision_id <= self._usage.last_decision_id:
+                    continue
+                first = intents_of(scores)[0][0].value
+                self._usage.counts[first][template_id] += 1
+                self._usage.last_decision_id = decision_id
+            return Counter(self._usage.counts[intent])
 
     def suggest(
         self,
         session: Session,
         text: str,
-        labels: Mapping[str, str],
         scores: Mapping[str, Mapping[str, float]],
         variables: Mapping[str, object],
         k: int,
     ) -> list[Suggestion]:
-        templates = list(
-            session.scalars(
-                select(ReplyTemplate).where(ReplyTemplate.enabled).order_by(ReplyTemplate.id)
-            )
-        )
-        if not templates:
+        catalogue = self._load_catalogue(session)
+        if not catalogue.templates:
             return []
-        intents = intents_of(labels, scores)
-        usage = _usage_for_intent(session, intents[0][0].value)
-        data = [
-            TemplateData(
-                t.id, t.name, list(t.intents), t.body, list(t.examples), usage.get(t.id, 0)
-            )
-            for t in templates
-        ]
-        comment = self.embedder.embed([text])[0]
-        similarity = max_similarity(comment, [self._examples(t) for t in templates])
-        return rank(data, intents, similarity, variables, k)
-
-
-def _usage_for_intent(session: Session, intent: str) -> Counter[int]:
-    """How often each template was sent as a reply to comments whose first intent was ``intent``."""
-    counts: Counter[int] = Counter()
-    rows = session.execute(
-        select(Decision.template_id, Comment.labels, Comment.scores)
-        .join(Comment, Comment.id == Decision.comment_id)
-        .where(Decision.template_id.is_not(None), Decision.action == "reply")
-    )
-    for template_id, labels, scores in rows:
-        if intents_of(labels, scores)[0][0].value == intent:
-            counts[template_id] += 1
-    return counts
+        intents = intents_of(scores)
+        usage = self._usage_for_intent(session, intents[0][0].value)
+        templates = [replace(t, usage=usage.get(t.id, 0)) for t in catalogue.templates]
+        similarity = catalogue.similarity(self.embedder.embed([text])[0])
+        return rank(templates, intents, similarity, variables, k)
 
 
 def load_defaults(session: Session) -> int:

@@ -79,25 +79,28 @@ def render(body: str, variables: Mapping[str, object]) -> Rendered:
     return Rendered(VARIABLE.sub(replace, body), missing)
 
 
-def intents_of(
-    labels: Mapping[str, str], scores: Mapping[str, Mapping[str, float]]
-) -> list[tuple[Intent, float]]:
-    """The comment's intents, strongest first, each with the model's probability for it."""
+def intents_of(scores: Mapping[str, Mapping[str, float]]) -> list[tuple[Intent, float]]:
+    """Each intent with the probability that it is what the comment needs, strongest first.
+
+    A reply answers a question first; a comment that asks nothing needs an apology when it is
+    negative, thanks when positive, and a generic acknowledgement otherwise; so these four
+    share the probability mass (``P(question)``, then ``(1 - P(question)) * P(sentiment)``).
+    Abuse is scored beside them from the offensive and hate heads.
+    """
 
     def p(task: str, label: str) -> float:
         return float(scores.get(task, {}).get(label, 0.0))
 
-    found = []
-    if labels.get("offensive") == "offensive" or labels.get("hate") == "hate":
-        found.append((Intent.ABUSE, max(p("offensive", "offensive"), p("hate", "hate"))))
-    if labels.get("question") == "question":
-        found.append((Intent.QUESTION, p("question", "question")))
-    if labels.get("sentiment") == "negative":
-        found.append((Intent.COMPLAINT, p("sentiment", "negative")))
-    if labels.get("sentiment") == "positive" and labels.get("question") != "question":
-        found.append((Intent.PRAISE, p("sentiment", "positive")))
-    found.append((Intent.GENERIC, 0.2))
-    return found
+    question = p("question", "question")
+    rest = 1.0 - question
+    found = [
+        (Intent.QUESTION, question),
+        (Intent.COMPLAINT, rest * p("sentiment", "negative")),
+        (Intent.PRAISE, rest * p("sentiment", "positive")),
+        (Intent.GENERIC, rest * p("sentiment", "neutral")),
+        (Intent.ABUSE, max(p("offensive", "offensive"), p("hate", "hate"))),
+    ]
+    return sorted(found, key=lambda item: -item[1])
 
 
 @dataclass(frozen=True)
@@ -115,19 +118,24 @@ def rank(
     k: int,
     weights: RankingWeights = RankingWeights(),
 ) -> list[Suggestion]:
-    """Top ``k`` templates: intent match (first intent counts most), example similarity, usage."""
-    position = {intent: (index, probability) for index, (intent, probability) in enumerate(intents)}
+    """Top ``k`` templates by the probability that they answer the comment's need, similarity
+    to their examples and moderators' usage."""
+    probability = dict(intents)
     scored = []
     for template, sim in zip(templates, similarity, strict=True):
-        matches = [position[Intent(i)] for i in template.intents if Intent(i) in position]
+        answered = sorted(
+            ((Intent(i), probability.get(Intent(i), 0.0)) for i in template.intents),
+            key=lambda item: -item[1],
+        )
+        needs = [p for intent, p in answered if intent is not Intent.ABUSE]
+        if len(needs) < len(answered):  # an abuse template fits abusive comments only
+            intent_score = probability.get(Intent.ABUSE, 0.0) * (sum(needs) if needs else 1.0)
+        else:
+            intent_score = sum(needs)
         reasons = []
-        intent_score = 0.0
-        if matches:
-            index, probability = min(matches)
-            intent_score = (1.0 / (1 + index)) * (0.5 + 0.5 * probability)
-            reasons.append(
-                f"answers the comment's intent {intents[index][0].value} (p={probability:.2f})"
-            )
+        if intent_score > 0:
+            covered = ", ".join(f"{intent.value} (p={p:.2f})" for intent, p in answered)
+            reasons.append(f"answers the comment's intents {covered}")
         if sim > 0:
             reasons.append(f"similar to its examples (cosine {sim:.2f})")
         usage = math.log1p(template.usage)
@@ -145,11 +153,6 @@ def rank(
             Suggestion(template, rendered.text, round(score, 4), reasons, rendered.missing)
         )
     return suggestions
-
-
-def max_similarity(comment: np.ndarray, example_embeddings: Sequence[np.ndarray]) -> np.ndarray:
-    """Per template: the highest cosine between the comment and any of its examples (0 if none)."""
-    return np.array([float((e @ comment).max()) if len(e) else 0.0 for e in example_embeddings])
 
 
 def load_library(path: Path = DEFAULT_LIBRARY) -> list[dict[str, Any]]:

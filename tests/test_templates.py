@@ -57,25 +57,26 @@ def test_default_library_is_large_and_renders_without_variables() -> None:
         assert entry["examples"]
 
 
-def _labels(
+def _scores(
     question: bool = False, sentiment: str = "neutral", offensive: bool = False
-) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
-    labels = {"question": "question" if question else "not-question", "sentiment": sentiment,
-              "offensive": "offensive" if offensive else "not-offensive", "hate": "not-hate"}  # fmt: skip
-    scores = {"question": {"question": 0.9 if question else 0.1}, "sentiment": {sentiment: 0.8},
-              "offensive": {"offensive": 0.9 if offensive else 0.1}, "hate": {"hate": 0.0}}  # fmt: skip
-    return labels, scores
+) -> dict[str, dict[str, float]]:
+    return {"question": {"question": 0.9 if question else 0.1}, "sentiment": {sentiment: 0.8},
+            "offensive": {"offensive": 0.9 if offensive else 0.1}, "hate": {"hate": 0.0}}  # fmt: skip
 
 
-def test_intents_follow_the_labels() -> None:
-    assert intents_of(*_labels(question=True))[0][0] is Intent.QUESTION
-    assert intents_of(*_labels(sentiment="negative"))[0][0] is Intent.COMPLAINT
-    assert intents_of(*_labels(sentiment="positive"))[0][0] is Intent.PRAISE
-    assert [i for i, _ in intents_of(*_labels(offensive=True, sentiment="negative"))][:2] == [
+def test_intents_follow_the_probabilities() -> None:
+    assert intents_of(_scores(question=True))[0][0] is Intent.QUESTION
+    assert intents_of(_scores(sentiment="negative"))[0][0] is Intent.COMPLAINT
+    assert intents_of(_scores(sentiment="positive"))[0][0] is Intent.PRAISE
+    assert intents_of(_scores())[0][0] is Intent.GENERIC
+    assert [i for i, _ in intents_of(_scores(offensive=True, sentiment="negative"))][:2] == [
         Intent.ABUSE,
         Intent.COMPLAINT,
     ]
-    assert intents_of(*_labels())[-1][0] is Intent.GENERIC
+    # Question, complaint, praise and generic share one probability mass.
+    shared = dict(intents_of(_scores(question=True, sentiment="negative")))
+    assert shared[Intent.QUESTION] == pytest.approx(0.9)
+    assert shared[Intent.COMPLAINT] == pytest.approx(0.1 * 0.8)
 
 
 def test_rank_prefers_intent_then_similarity_then_usage() -> None:
@@ -84,12 +85,32 @@ def test_rank_prefers_intent_then_similarity_then_usage() -> None:
         TemplateData(2, "answer", ["question"], "Here is how"),
         TemplateData(3, "answer 2", ["question"], "Another answer", usage=30),
     ]
-    intents = intents_of(*_labels(question=True))
+    intents = intents_of(_scores(question=True))
     top = rank(templates, intents, np.array([0.9, 0.1, 0.1]), {}, k=3)
     assert [s.template.id for s in top][:2] == [3, 2]  # usage breaks the tie between answers
-    assert any("intent question" in r for r in top[0].reasons)
+    assert any("question (p=0.90)" in r for r in top[0].reasons)
     similar = rank(templates, intents, np.array([0.0, 0.9, 0.1]), {}, k=1)
     assert similar[0].template.id == 2
+
+
+def test_rank_covers_several_intents_and_keeps_abuse_templates_for_abuse() -> None:
+    templates = [
+        TemplateData(1, "answer", ["question"], "Here is how"),
+        TemplateData(2, "apology and answer", ["complaint", "question"], "Sorry, here is how"),
+        TemplateData(3, "calm down, then help", ["abuse", "complaint"], "Please stay civil"),
+        TemplateData(4, "apology", ["complaint"], "Sorry"),
+    ]
+    flat = np.zeros(len(templates))
+    angry_question = intents_of(_scores(question=True, sentiment="negative"))
+    assert rank(templates, angry_question, flat, {}, k=1)[0].template.id == 2
+    complaint = intents_of(_scores(sentiment="negative"))
+    assert [s.template.id for s in rank(templates, complaint, flat, {}, k=4)][-1] == 3
+    assert rank(templates, complaint, flat, {}, k=1)[0].template.id in {2, 4}
+    abusive = intents_of(_scores(sentiment="negative", offensive=True))
+    assert rank(templates, abusive, flat, {}, k=1)[0].template.id in {2, 3, 4}
+    scores = {s.template.id: s.score for s in rank(templates, abusive, flat, {}, k=4)}
+    assert scores[3] > scores[1]  # the abuse template only rises when the comment is abusive
+    assert scores[3] == pytest.approx(0.9 * 0.72)
 
 
 @pytest.fixture()
@@ -191,3 +212,41 @@ def test_suggestions_by_text_comment_score_and_queue(replies_api: Api) -> None:
     )
     assert bad.status_code == 422
     assert "only goes with the reply action" in bad.text
+
+
+def test_suggestions_follow_template_edits_and_new_decisions(replies_api: Api) -> None:
+    """Templates, embeddings and usage are cached in memory; every write must show at once."""
+    client = replies_api.client
+    admin, moderator = replies_api.auth(Role.ADMIN), replies_api.auth(Role.MODERATOR)
+    text = "zebra crossing parade tomorrow"
+
+    def top_ids() -> list[int]:
+        found = client.post("/v1/replies/suggest", json={"text": text, "k": 20}, headers=moderator)
+        return [s["template_id"] for s in found.json()]
+
+    # Every non-abuse intent and the comment itself as an example: the highest possible score.
+    intents = ["question", "complaint", "praise", "generic"]
+    body = {"name": "Zebra", "intents": intents, "body": "Zebra!", "examples": [text]}
+    template_id = client.post("/v1/templates", json=body, headers=admin).json()["id"]
+    assert top_ids()[0] == template_id
+    client.put(f"/v1/templates/{template_id}", json={**body, "enabled": False}, headers=admin)
+    assert template_id not in top_ids()
+    client.put(f"/v1/templates/{template_id}", json=body, headers=admin)
+    assert top_ids()[0] == template_id
+
+    ingested = client.post(
+        "/v1/comments",
+        json={"comments": [{"source": "t", "external_id": "z", "text": text}]},
+        headers=replies_api.auth(Role.SCORER),
+    ).json()
+    comment_id = ingested["results"][0]["id"]
+    client.post(
+        f"/v1/queue/{comment_id}/decision",
+        json={"action": "reply", "reply_text": "Zebra!", "template_id": template_id},
+        headers=moderator,
+    )
+    found = client.post("/v1/replies/suggest", json={"text": text, "k": 1}, headers=moderator)
+    assert "sent 1 times by moderators for this intent" in found.json()[0]["reasons"]
+
+    assert client.delete(f"/v1/templates/{template_id}", headers=admin).status_code == 204
+    assert template_id not in top_ids()

@@ -39,9 +39,7 @@ def _with_comments(
         suggestions = None
         if k:
             variables = {"author": comment.author or ""}
-            found = suggester.suggest(
-                session, comment.text, comment.labels, comment.scores, variables, k
-            )
+            found = suggester.suggest(session, comment.text, comment.scores, variables, k)
             suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
         out.append(item_out(item, comment, suggestions))
     return out

@@ -43,7 +43,7 @@ def score(
         suggestions = None
         if request.suggest_replies:
             found = suggester.suggest(
-                session, item.text, fields["labels"], fields["scores"], {}, request.suggest_replies
+                session, item.text, fields["scores"], {}, request.suggest_replies
             )
             suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
         results.append(CommentScore(id=item.id, suggestions=suggestions, **fields))

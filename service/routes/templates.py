@@ -84,11 +84,11 @@ def suggest(
     often moderators sent the template for such comments."""
     if request.comment_id is not None:
         comment = get_comment(session, request.comment_id)
-        text, labels, scores = comment.text, comment.labels, comment.scores
+        text, scores = comment.text, comment.scores
         variables = {"author": comment.author or "", **request.variables}
     else:
         text = check_text(request.text, settings.api.max_chars)
         fields = prediction_fields(scorer.predict([text])[0])
-        labels, scores, variables = fields["labels"], fields["scores"], dict(request.variables)
-    suggestions = suggester.suggest(session, text, labels, scores, variables, request.k)
+        scores, variables = fields["scores"], dict(request.variables)
+    suggestions = suggester.suggest(session, text, scores, variables, request.k)
     return [SuggestionOut(**suggestion_fields(s)) for s in suggestions]
