@@ -32,5 +32,5 @@ model: install
 	$(VENV)/bin/commentdesk train --config configs/multitask.toml
 
 model-card: install
-	$(VENV)/bin/commentdesk evaluate --card docs/model-card-baseline.md
-	$(VENV)/bin/commentdesk evaluate --artifact artifacts/minilm --compare artifacts/default --card docs/model-card.md
+	$(VENV)/bin/commentdesk evaluate --artifact artifacts/baseline --card docs/model-card-baseline.md
+	$(VENV)/bin/commentdesk evaluate --artifact artifacts/minilm --compare artifacts/baseline --parity --card docs/model-card.md

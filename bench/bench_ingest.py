@@ -21,14 +21,14 @@ from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
+from commentdesk.settings import BASELINE_MODEL_DIR, default_data_dir
 from service.auth import Role
 from tests.server import Server, create_keys
 
 
 def run(db_url: str, texts: list[str], state_dir: Path) -> None:
     (scorer,) = create_keys(db_url, [Role.SCORER])
-    server = Server(DEFAULT_MODEL_DIR, db_url, state_dir)
+    server = Server(BASELINE_MODEL_DIR, db_url, state_dir)
     server.start()
     headers = {"Authorization": f"Bearer {scorer}"}
     try:
@@ -78,7 +78,7 @@ def main() -> None:
         if t.strip()
     ]
     texts = (texts * (args.rows // len(texts) + 1))[: args.rows]
-    print(f"{len(texts)} real brand comments, model at {DEFAULT_MODEL_DIR}")
+    print(f"{len(texts)} real brand comments, model at {BASELINE_MODEL_DIR}")
     with tempfile.TemporaryDirectory() as tmp:
         run(f"sqlite:///{tmp}/bench.db", texts, Path(tmp))
         engine = create_engine(args.postgres)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
+from commentdesk.settings import BASELINE_MODEL_DIR, default_data_dir
 from model.scorer import LinearScorer, load_scorer
 from service.batch import score_file
 
@@ -39,7 +39,7 @@ def main() -> None:
     path = args.data_dir / "brand_comments" / "unlabelled.jsonl"
     texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
     texts = texts[: args.rows]
-    scorer = load_scorer(DEFAULT_MODEL_DIR)
+    scorer = load_scorer(BASELINE_MODEL_DIR)
     assert isinstance(scorer, LinearScorer)
     model = scorer.model
     print(f"{len(texts)} brand comments, model {scorer.name} {scorer.version}")

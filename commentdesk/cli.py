@@ -93,7 +93,9 @@ def serve(
     server = settings.server.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
-    uvicorn.run(create_app(settings), host=server.host, port=server.port)
+    uvicorn.run(
+        create_app(settings), host=server.host, port=server.port, access_log=server.access_log
+    )
 
 
 @app.command()
@@ -116,7 +118,11 @@ def score(
 
     settings = _settings(model_dir=model_dir)
     try:
-        scorer = load_scorer(settings.model_dir)
+        scorer = load_scorer(
+            settings.model_dir,
+            runtime=settings.scoring.runtime,
+            threads=settings.scoring.threads,
+        )
         report = score_file(
             scorer,
             input_path,
@@ -181,6 +187,22 @@ def train(
         typer.echo(f"  {task:<10} val {value:.4f}")
 
 
+@app.command("export-onnx")
+def export_onnx_command(
+    model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],
+    block_size: Annotated[int, typer.Option(help="Weights per quantisation block.")] = 64,
+) -> None:
+    """Add the int8 ONNX export (served without torch) to a transformer model directory."""
+    from model.errors import ArtifactError
+    from training.onnx_export import export_onnx
+
+    try:
+        path = export_onnx(model_dir, block_size=block_size)
+    except (ArtifactError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 @app.command()
 def evaluate(
     model_dir: ModelDirOption = None,
@@ -195,6 +217,10 @@ def evaluate(
         list[Path] | None,
         typer.Option(help="Other model directories to evaluate beside it (e.g. the baseline)."),
     ] = None,
+    parity: Annotated[
+        bool,
+        typer.Option(help="Also score with PyTorch and print label agreement and metric gaps."),
+    ] = False,
 ) -> None:
     """Official metric per task on the test splits and brand_comments dev, beside the references."""
     from model.errors import ArtifactError
@@ -204,18 +230,27 @@ def evaluate(
         evaluate_references,
         evaluate_scorer,
         markdown_table,
+        parity_table,
         results_table,
     )
     from training.report import build_model_card
 
     settings = _settings(model_dir=model_dir)
     try:
-        scorer = load_scorer(settings.model_dir)
+        scorer = load_scorer(settings.model_dir, runtime=settings.scoring.runtime)
         others = [load_scorer(directory) for directory in compare or []]
+        reference = load_scorer(settings.model_dir, runtime="torch") if parity else None
         catalog = load_catalog(_data_dir(data_dir))
     except (ArtifactError, DataError) as exc:
         _fail(str(exc))
     results, predictions = evaluate_scorer(scorer, catalog, scorer.name)
+    parity_rows = None
+    if reference is not None:
+        parity_rows = parity_table(
+            (results, predictions), evaluate_scorer(reference, catalog, "pytorch reference")
+        )
+        typer.echo(f"{type(scorer).__name__} against TransformerScorer (PyTorch), same model:")
+        typer.echo(markdown_table(parity_rows))
     for other in others:
         results += evaluate_scorer(other, catalog, other.name)[0]
     if references:
@@ -224,7 +259,7 @@ def evaluate(
     typer.echo(markdown_table(table))
     if card is not None:
         command = "commentdesk " + " ".join(sys.argv[1:])
-        build_model_card(card, scorer, table, predictions, catalog, command)
+        build_model_card(card, scorer, table, predictions, catalog, command, parity_rows)
         typer.echo(f"wrote {card}")
 
 

@@ -6,6 +6,7 @@ Nested sections use ``__``: ``COMMENTDESK_API__MAX_COMMENTS=64``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model.encoder import BASE_ENCODER_SHA256
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "default"
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "minilm"
+BASELINE_MODEL_DIR = PROJECT_ROOT / "artifacts" / "baseline"
 
 
 def default_data_dir() -> Path | None:
@@ -29,6 +31,12 @@ class ApiSettings(BaseModel):
     max_comments: int = Field(default=256, ge=1, description="Comments per /v1/score request.")
     max_chars: int = Field(default=5000, ge=1, description="Characters per comment.")
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
+    key_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a verified API key is trusted without a database lookup "
+        "(a key revoked elsewhere stops working within this time).",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -62,9 +70,27 @@ class ReplySettings(BaseModel):
     )
 
 
+class ScoringSettings(BaseModel):
+    runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="Transformer models: int8 ONNX (no torch in the process) or PyTorch.",
+    )
+    threads: int = Field(default=0, ge=0, description="Model threads; 0: one per core.")
+    micro_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the server gathers concurrent requests into one model call.",
+    )
+    micro_batch_max: int = Field(default=64, ge=1, description="Comments per gathered model call.")
+    deadline_ms: float = Field(
+        default=2000.0, gt=0, description="A scoring request answers 503 rather than wait longer."
+    )
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    access_log: bool = Field(default=True, description="One log line per request (uvicorn).")
 
 
 class Settings(BaseSettings):
@@ -86,6 +112,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     replies: ReplySettings = Field(default_factory=ReplySettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     def database_url(self) -> str:

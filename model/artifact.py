@@ -47,6 +47,19 @@ class BaseEncoder(BaseModel):
     )
 
 
+class OnnxSpec(BaseModel):
+    """The int8 ONNX export of a transformer model, served without torch or transformers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    tokenizer_sha256: str = Field(
+        description="sha256 of the pinned encoder's tokenizer.json the inputs come from."
+    )
+    quantization: str
+    max_length: int = Field(ge=1)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +76,7 @@ class Manifest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     base_encoder: BaseEncoder | None = None
     network: dict[str, float | int] | None = None
+    onnx: OnnxSpec | None = None
 
     @model_validator(mode="after")
     def _labels_match_tasks(self) -> Manifest:
@@ -79,6 +93,8 @@ class Manifest(BaseModel):
                 raise ValueError(f"task {task}: a threshold only applies to a binary task")
         if self.kind == "transformer-lora" and (self.base_encoder is None or self.network is None):
             raise ValueError("a transformer-lora model needs base_encoder and network")
+        if self.onnx is not None and self.onnx.file not in self.files:
+            raise ValueError("the onnx model must be listed in files")
         return self
 
 

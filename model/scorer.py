@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +31,16 @@ class Scorer(Protocol):
     tasks: tuple[Task, ...]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit-length row per text."""
+        ...
+
+
+Runtime = Literal["onnx", "torch"]
 
 
 def check_text(text: object, max_chars: int) -> str:
@@ -64,10 +74,10 @@ class LinearScorer:
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []
-        return _predictions(self.tasks, self.manifest, self.model.predict_proba(texts), len(texts))
+        return predictions(self.tasks, self.manifest, self.model.predict_proba(texts), len(texts))
 
 
-def _predictions(
+def predictions(
     tasks: Sequence[Task], manifest: Manifest, probabilities: dict[Task, np.ndarray], rows: int
 ) -> list[Prediction]:
     predictions = []
@@ -132,18 +142,35 @@ class TransformerScorer:
                 for task, logits in self.network(**batch).items():
                     scaled = logits.double() / self.manifest.tasks[task].temperature
                     probabilities[task][index] = self._torch.softmax(scaled, dim=-1).numpy()
-        return _predictions(self.tasks, self.manifest, probabilities, len(texts))
+        return predictions(self.tasks, self.manifest, probabilities, len(texts))
 
 
-def load_scorer(directory: Path, encoder_dir: Path | None = None) -> Scorer:
-    """Load any supported model directory after validating its manifest."""
+def load_scorer(
+    directory: Path, encoder_dir: Path | None = None, runtime: Runtime = "onnx", threads: int = 0
+) -> Scorer:
+    """Load any supported model directory after validating its manifest.
+
+    A transformer model is served by its int8 ONNX export when ``runtime`` is ``onnx`` and the
+    directory has one (no torch imported), otherwise by PyTorch.
+    """
     manifest = read_manifest(directory)
     scorer: Scorer
-    if manifest.kind == "transformer-lora":
+    if manifest.kind == "transformer-lora" and runtime == "onnx" and manifest.onnx is not None:
+        from model.onnx_runtime import OnnxScorer
+
+        scorer = OnnxScorer(directory, manifest, encoder_dir, threads=threads)
+    elif manifest.kind == "transformer-lora":
+        if runtime == "onnx":
+            logger.warning("%s has no ONNX export; scoring with PyTorch", directory)
         scorer = TransformerScorer(directory, manifest, encoder_dir)
     else:
         scorer = LinearScorer(TfidfLinearModel.load(directory, list(manifest.tasks)), manifest)
     logger.info(
-        "loaded model %s %s (%s) from %s", manifest.name, manifest.version, manifest.kind, directory
+        "loaded model %s %s (%s, %s) from %s",
+        manifest.name,
+        manifest.version,
+        manifest.kind,
+        type(scorer).__name__,
+        directory,
     )
     return scorer

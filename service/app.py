@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from commentdesk.settings import Settings
-from model.embeddings import SentenceEmbedder
 from model.errors import ArtifactError
-from model.scorer import load_scorer
+from model.scorer import Embedder, Scorer, load_scorer
+from service.auth import KeyCache
+from service.batching import MicroBatcher
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
@@ -20,6 +21,20 @@ from service.replies import ReplySuggester
 from service.routes import admin, comments, health, queue, score, templates
 
 logger = logging.getLogger(__name__)
+
+
+def _embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], Embedder]:
+    """Reply similarity reuses the ONNX model's own sentence embedding when it serves; otherwise
+    the pinned MiniLM through PyTorch, loaded on first use."""
+    if isinstance(scorer, Embedder) and settings.replies.encoder_dir is None:
+        return lambda: scorer
+
+    def pinned() -> Embedder:
+        from model.embeddings import SentenceEmbedder
+
+        return SentenceEmbedder(settings.replies.encoder_dir, settings.replies.encoder_sha256)
+
+    return pinned
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,18 +49,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(url)
         engine = make_engine(url)
         app.state.sessions = make_sessionmaker(engine)
+        app.state.key_cache = KeyCache(settings.api.key_cache_seconds)
         app.state.policy = load_policy(settings.policy_file)
-        replies = settings.replies
-        app.state.suggester = ReplySuggester(
-            lambda: SentenceEmbedder(replies.encoder_dir, replies.encoder_sha256)
-        )
+        scoring = settings.scoring
         try:
-            app.state.scorer = load_scorer(settings.model_dir)
+            app.state.scorer = load_scorer(
+                settings.model_dir, runtime=scoring.runtime, threads=scoring.threads
+            )
         except ArtifactError as exc:
             # Stay up so /readyz can say why; scoring answers 503 until a valid model is there.
             logger.error("model not loaded: %s", exc)
             app.state.load_error = str(exc)
+        app.state.suggester = ReplySuggester(_embedder_factory(settings, app.state.scorer))
+        app.state.batcher = MicroBatcher(
+            app.state.scorer,
+            max_wait_s=scoring.micro_batch_wait_ms / 1000,
+            max_batch=scoring.micro_batch_max,
+            deadline_s=scoring.deadline_ms / 1000,
+        )
+        app.state.batcher.start()
         yield
+        await app.state.batcher.stop()
         engine.dispose()
 
     app = FastAPI(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -96,3 +98,39 @@ def revoke_key(session: Session, key_id: int) -> bool:
     key.revoked_at = utcnow()
     session.commit()
     return True
+
+
+class KeyCache:
+    """Recently verified keys, so the hot path needs no database round trip.
+
+    Keyed by a hash of the presented token; an entry lives ``ttl`` seconds, so a key revoked
+    by another process stops working within that time (at once in the process that revoked it).
+    """
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _id(authorization: str) -> str:
+        return hashlib.sha256(authorization.encode()).hexdigest()
+
+    def get(self, authorization: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(self._id(authorization))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, authorization: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 10_000:  # bounded: unknown tokens are never cached anyway
+                self._entries.clear()
+            self._entries[self._id(authorization)] = (time.monotonic() + self.ttl, principal)
+
+    def forget(self, key_id: int) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1].key_id != key_id}

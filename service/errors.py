@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from model.errors import ArtifactError, InvalidTextError
 from service.auth import Forbidden, Unauthenticated
+from service.batching import ScoringTimeout
 
 
 class ModelNotReady(Exception):
@@ -66,6 +67,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
         response = _error(401, "unauthenticated", str(exc))
         response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(ScoringTimeout)
+    async def _timeout(_: Request, exc: ScoringTimeout) -> JSONResponse:
+        response = _error(503, "scoring_timeout", str(exc))
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(InvalidComment)

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from model.embeddings import SentenceEmbedder
+from model.scorer import Embedder
 from service.db.tables import Comment, Decision, ReplyTemplate
 from service.templates import (
     Suggestion,
@@ -62,16 +62,16 @@ class ReplySuggester:
     the hot path costs one short encoder pass and one matrix product.
     """
 
-    def __init__(self, make_embedder: Callable[[], SentenceEmbedder]):
+    def __init__(self, make_embedder: Callable[[], Embedder]):
         self._make_embedder = make_embedder
-        self._embedder: SentenceEmbedder | None = None
+        self._embedder: Embedder | None = None
         self._lock = threading.Lock()
         self._embeddings: dict[int, tuple[datetime, np.ndarray]] = {}
         self._catalogue: _Catalogue | None = None
         self._usage = _Usage()
 
     @property
-    def embedder(self) -> SentenceEmbedder:
+    def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
                 self._embedder = self._make_embedder()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from model.errors import InvalidTextError
-from model.scorer import Prediction, Scorer, check_text
+from model.scorer import Prediction, check_text
 from service.errors import InvalidComment, TooManyComments
 
 
@@ -18,9 +18,7 @@ def prediction_fields(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def score_texts(
-    scorer: Scorer, texts: Sequence[object], max_chars: int, max_comments: int
-) -> list[Prediction]:
+def check_texts(texts: Sequence[object], max_chars: int, max_comments: int) -> list[str]:
     """Validate every text first, so a request is either scored whole or rejected whole."""
     if len(texts) > max_comments:
         raise TooManyComments(f"{len(texts)} comments in one request; the limit is {max_comments}")
@@ -30,4 +28,4 @@ def score_texts(
             checked.append(check_text(text, max_chars))
         except InvalidTextError as exc:
             raise InvalidComment(index, f"comment {index}: {exc}") from exc
-    return scorer.predict(checked)
+    return checked

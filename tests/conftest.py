@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from transformers import BertModel
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, PROJECT_ROOT, Settings, default_data_dir
+from commentdesk.settings import PROJECT_ROOT, Settings, default_data_dir
 from model.artifact import sha256_file
 from model.encoder import base_encoder_dir
 from model.scorer import Scorer, load_scorer
@@ -26,6 +26,7 @@ from service.auth import Role, create_key
 from tests.synthetic import make_data_dir
 from training.baseline import train_baseline
 from training.config import load_config
+from training.transformer import train_transformer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -82,6 +83,21 @@ def tiny_model_dir(
 ) -> Path:
     output = tmp_path_factory.mktemp("model")
     train_baseline(tiny_config, synthetic_data_dir, output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, synthetic_data_dir: Path
+) -> Path:
+    overrides = [
+        "optim.max_steps=40", "optim.eval_every=20", "optim.batch_size=8", "optim.lr=0.01", "optim.head_lr=0.01",
+        "network.lora_rank=2", "network.max_length=16",
+    ]  # fmt: skip
+    config = load_config(PROJECT_ROOT / "configs" / "multitask.toml", overrides)
+    config["base_encoder_sha256"] = sha256_file(tiny_encoder_dir / "model.safetensors")
+    output = tmp_path_factory.mktemp("minilm")
+    train_transformer(config, synthetic_data_dir, output, encoder_dir=tiny_encoder_dir)
     return output
 
 
@@ -176,8 +192,3 @@ def real_data_dir() -> Path:
             pytest.fail(f"CI=true: {message}")
         pytest.skip(message)
     return path
-
-
-@pytest.fixture(scope="session")
-def default_model_dir() -> Path:
-    return DEFAULT_MODEL_DIR

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from commentdesk.settings import BASELINE_MODEL_DIR, DEFAULT_MODEL_DIR
 from model.artifact import read_manifest
 from model.scorer import load_scorer
 from model.tasks import Task
@@ -41,14 +42,32 @@ def test_official_split_sizes(catalog: Catalog) -> None:
     assert len(catalog.select(Task.QUESTION, "dev", ["brand_comments"])) == 1_305
 
 
-def test_default_model_meets_the_baseline_bars(catalog: Catalog, default_model_dir: Path) -> None:
-    read_manifest(default_model_dir)
-    scorer = load_scorer(default_model_dir)
-    results, _ = evaluate_scorer(scorer, catalog, "baseline")
+# Each committed model against the bars it was accepted on (issue 2 for the baseline; the
+# issue 3 bars the MiniLM model meets, scored by the int8 ONNX runtime that serves it).
+COMMITTED_BARS = {
+    BASELINE_MODEL_DIR: {
+        (Task.SENTIMENT, "tweeteval-sentiment/test"): 0.60,
+        (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.74,
+        (Task.QUESTION, "brand_comments/dev"): 0.70,
+    },
+    DEFAULT_MODEL_DIR: {
+        (Task.SENTIMENT, "tweeteval-sentiment/test"): 0.68,
+        (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.79,
+        (Task.EMOTION, "tweeteval-emotion/test"): 0.72,
+        (Task.IRONY, "tweeteval-irony/test"): 0.60,
+        (Task.QUESTION, "brand_comments/dev"): 0.70,
+    },
+}
+
+
+@pytest.mark.parametrize("model_dir", list(COMMITTED_BARS), ids=lambda p: p.name)
+def test_committed_models_meet_their_bars(catalog: Catalog, model_dir: Path) -> None:
+    read_manifest(model_dir)
+    scorer = load_scorer(model_dir)
+    results, _ = evaluate_scorer(scorer, catalog, model_dir.name)
     value = {(r.task, r.dataset): r.value for r in results}
-    assert value[(Task.SENTIMENT, "tweeteval-sentiment/test")] >= 0.60
-    assert value[(Task.OFFENSIVE, "tweeteval-offensive/test")] >= 0.74
-    assert value[(Task.QUESTION, "brand_comments/dev")] >= 0.70
+    for split, bar in COMMITTED_BARS[model_dir].items():
+        assert value[split] >= bar, (split, value[split])
 
 
 def test_reference_systems_reproduce_the_documented_figures(catalog: Catalog) -> None:

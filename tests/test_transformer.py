@@ -13,7 +13,7 @@ from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest, sha256_file
 from model.encoder import BASE_ENCODER_SHA256, verified_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import TransformerScorer, load_scorer
+from model.scorer import Runtime, TransformerScorer, load_scorer
 from model.tasks import LABELS, Task
 from model.transformer import (
     LoRALinear,
@@ -23,23 +23,7 @@ from model.transformer import (
     load_tokenizer,
 )
 from training.calibration import fit_temperature, softmax
-from training.config import load_config
 from training.transformer import train_transformer
-
-
-@pytest.fixture(scope="session")
-def tiny_transformer_dir(
-    tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, synthetic_data_dir: Path
-) -> Path:
-    overrides = [
-        "optim.max_steps=40", "optim.eval_every=20", "optim.batch_size=8", "optim.lr=0.01", "optim.head_lr=0.01",
-        "network.lora_rank=2", "network.max_length=16",
-    ]  # fmt: skip
-    config = load_config(PROJECT_ROOT / "configs" / "multitask.toml", overrides)
-    config["base_encoder_sha256"] = sha256_file(tiny_encoder_dir / "model.safetensors")
-    output = tmp_path_factory.mktemp("minilm")
-    train_transformer(config, synthetic_data_dir, output, encoder_dir=tiny_encoder_dir)
-    return output
 
 
 def test_one_pass_gives_every_task(tiny_encoder_dir: Path) -> None:
@@ -86,14 +70,14 @@ def test_training_writes_a_calibrated_artifact(
     manifest = read_manifest(tiny_transformer_dir)
     assert manifest.kind == "transformer-lora"
     assert manifest.base_encoder is not None and manifest.network is not None
-    assert set(manifest.files) == {"adapters.safetensors"}
+    assert set(manifest.files) == {"adapters.safetensors", "model.int8.onnx"}
     assert (tiny_transformer_dir / "adapters.safetensors").stat().st_size < 1_000_000
     assert manifest.tasks[Task.OFFENSIVE].threshold is not None
     assert manifest.tasks[Task.QUESTION].threshold == 0.5
     assert manifest.tasks[Task.SENTIMENT].temperature > 0
     assert "val_ece_after" in manifest.metrics["calibration.sentiment"]
     assert manifest.metrics["training"]["steps"] == 40
-    scorer = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir)
+    scorer = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir, runtime="torch")
     assert isinstance(scorer, TransformerScorer)
     texts = ["I love this!", "you idiot", "can you help with my order?", "😀 שלום"]
     first, again = scorer.predict(texts), scorer.predict(list(reversed(texts)))
@@ -116,15 +100,18 @@ def test_training_resumes_from_its_checkpoint(
 
 
 def test_adapters_for_another_encoder_are_rejected(tiny_transformer_dir: Path) -> None:
+    """PyTorch needs the base encoder the adapters were trained on (the ONNX export carries
+    its whole network and only needs the pinned tokenizer)."""
     assert read_manifest(tiny_transformer_dir).base_encoder.sha256 != BASE_ENCODER_SHA256  # type: ignore[union-attr]
     with pytest.raises(ArtifactError, match="another base encoder"):
-        load_scorer(tiny_transformer_dir)
+        load_scorer(tiny_transformer_dir, runtime="torch")
 
 
 @pytest.mark.slow
-def test_committed_minilm_model_scores_on_the_pinned_encoder() -> None:
-    """The real packaged encoder and the committed adapters: loads, verifies, scores sensibly."""
-    scorer = load_scorer(PROJECT_ROOT / "artifacts" / "minilm")
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_committed_minilm_model_scores_on_the_pinned_encoder(runtime: Runtime) -> None:
+    """The real packaged encoder and the committed model: loads, verifies, scores sensibly."""
+    scorer = load_scorer(PROJECT_ROOT / "artifacts" / "minilm", runtime=runtime)
     abusive, thanks, question = scorer.predict(
         [
             "you are a fucking idiot",

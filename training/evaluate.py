@@ -208,3 +208,30 @@ def confusion_markdown(predictions: dict[tuple[Task, str], pd.DataFrame]) -> str
         matrix.index.name = "gold \\ predicted"
         parts.append(f"**{task} on {source}**\n\n{markdown_table(matrix.reset_index())}")
     return "\n\n".join(parts)
+
+
+def parity_table(
+    served: tuple[list[Result], dict[tuple[Task, str], pd.DataFrame]],
+    reference: tuple[list[Result], dict[tuple[Task, str], pd.DataFrame]],
+) -> pd.DataFrame:
+    """Label agreement and metric difference between two runtimes of one model, per split."""
+    reference_results = {(r.task, r.dataset): r for r in reference[0]}
+    rows = []
+    for result in served[0]:
+        other = reference_results[(result.task, result.dataset)]
+        source = result.dataset.split("/")[0]
+        a, b = served[1][(result.task, source)], reference[1][(result.task, source)]
+        rows.append(
+            {
+                "task": result.task.value,
+                "dataset": result.dataset,
+                "metric": result.metric,
+                "label agreement %": round(
+                    100 * float((a["predicted"] == b["predicted"]).mean()), 2
+                ),
+                "served": round(100 * result.value, 2),
+                "reference": round(100 * other.value, 2),
+                "difference (points)": round(100 * (result.value - other.value), 2),
+            }
+        )
+    return pd.DataFrame(rows)

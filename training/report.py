@@ -106,6 +106,18 @@ def write_figures(
     return paths
 
 
+def _parity_section(parity: pd.DataFrame | None) -> str:
+    if parity is None:
+        return ""
+    return f"""## int8 ONNX against PyTorch (same model, same rows)
+Label agreement and the official metric of the served int8 runtime beside the PyTorch runtime
+of the same weights (`--parity`).
+
+{markdown_table(parity)}
+
+"""
+
+
 def build_model_card(
     path: Path,
     scorer: Scorer,
@@ -113,8 +125,12 @@ def build_model_card(
     predictions: dict[tuple[Task, str], pd.DataFrame],
     catalog: Catalog,
     command: str = "commentdesk evaluate",
+    parity: pd.DataFrame | None = None,
 ) -> None:
-    details = [f"- name: `{scorer.name}`, version `{scorer.version}`"]
+    details = [
+        f"- name: `{scorer.name}`, version `{scorer.version}`; figures below from the "
+        f"`{type(scorer).__name__}` runtime (the one that serves it)"
+    ]
     manifest = getattr(scorer, "manifest", None)
     if isinstance(manifest, Manifest):
         details.append(f"- kind: `{manifest.kind}`, created {manifest.created}")
@@ -133,6 +149,8 @@ def build_model_card(
             f"- thresholds (chosen on validation splits, stored in the manifest): {thresholds}"
         )
         details.append(f"- library versions: {manifest.library_versions}")
+        if manifest.onnx is not None:
+            details.append(f"- int8 ONNX export: {manifest.onnx.quantization}")
         seconds = manifest.metrics.get("training", {}).get("seconds")
         if seconds is not None:
             details.append(
@@ -162,7 +180,7 @@ includes Davidson et al.'s tweets, so its `davidson/test` figure is not a fair c
 
 {markdown_table(table)}
 
-## Calibration (top-label expected calibration error on the test splits, 15 bins)
+{_parity_section(parity)}## Calibration (top-label expected calibration error on the test splits, 15 bins)
 {markdown_table(calibration_table(predictions))}
 
 ## Confusion matrices

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from service.auth import create_key, revoke_key
@@ -44,9 +44,10 @@ def add_key(request: KeyCreate, _: Admin, session: SessionDep) -> KeyCreated:
 
 
 @router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
-def delete_key(key_id: int, _: Admin, session: SessionDep) -> None:
+def delete_key(key_id: int, _: Admin, session: SessionDep, http: Request) -> None:
     if not revoke_key(session, key_id):
         raise CommentNotFound(f"no active key {key_id}")
+    http.app.state.key_cache.forget(key_id)
 
 
 @router.get("/policy", summary="The moderation policy in force")

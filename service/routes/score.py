@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import ScorerDep, ScoringClient, SessionDep, SettingsDep, SuggesterDep
+from service.deps import BatcherDep, ScoringClient, SessionsDep, SettingsDep, SuggesterDep
 from service.replies import suggestion_fields
 from service.schemas import CommentScore, ModelInfo, ScoreRequest, ScoreResponse, SuggestionOut
-from service.scoring import prediction_fields, score_texts
+from service.scoring import check_texts, prediction_fields
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -24,27 +25,43 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
         503: {"description": "The model is not loaded."},
     },
 )
-def score(
+async def score(
     request: ScoreRequest,
     _: ScoringClient,
-    scorer: ScorerDep,
+    batcher: BatcherDep,
     settings: SettingsDep,
-    session: SessionDep,
+    sessions: SessionsDep,
     suggester: SuggesterDep,
 ) -> ScoreResponse:
-    """One model pass scores all tasks; thresholds come from the model, never from the request."""
+    """One model pass scores all tasks; thresholds come from the model, never from the request.
+
+    Concurrent requests are scored together (micro-batching); the event loop never waits on the
+    model or the database.
+    """
     items = request.items()
-    predictions = score_texts(
-        scorer, [item.text for item in items], settings.api.max_chars, settings.api.max_comments
+    texts = check_texts(
+        [item.text for item in items], settings.api.max_chars, settings.api.max_comments
     )
-    results = []
-    for item, prediction in zip(items, predictions, strict=True):
-        fields = prediction_fields(prediction)
-        suggestions = None
-        if request.suggest_replies:
-            found = suggester.suggest(
-                session, item.text, fields["scores"], {}, request.suggest_replies
-            )
-            suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
-        results.append(CommentScore(id=item.id, suggestions=suggestions, **fields))
-    return ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=results)
+    predictions = await batcher.predict(texts)
+
+    def with_suggestions() -> list[CommentScore]:
+        out = []
+        with sessions() as session:
+            for item, prediction in zip(items, predictions, strict=True):
+                fields = prediction_fields(prediction)
+                found = suggester.suggest(
+                    session, item.text, fields["scores"], {}, request.suggest_replies
+                )
+                suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
+                out.append(CommentScore(id=item.id, suggestions=suggestions, **fields))
+        return out
+
+    if request.suggest_replies:
+        scored = await run_in_threadpool(with_suggestions)
+    else:
+        scored = [
+            CommentScore(id=item.id, **prediction_fields(prediction))
+            for item, prediction in zip(items, predictions, strict=True)
+        ]
+    scorer = batcher.scorer
+    return ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=scored)

@@ -1,0 +1,184 @@
+"""HTTP latency of `commentdesk serve` over loopback, one real tweet per request.
+
+Starts the service as a user would (its own process, SQLite, the chosen model), waits for
+/readyz, then drives POST /v1/score with a small keep-alive HTTP/1.1 load generator (asyncio
+streams, so the generator costs little of the two cores) at each concurrency for a bounded
+time. Prints p50/p95/p99 latency, throughput and errors per level; the server's resident memory
+and whether torch was ever mapped into it; and, measured first in this process, the offline
+batch throughput of the same scorer for the ratio.
+
+Usage: python bench/latency.py [--model-dir artifacts/minilm] [--seconds 60] [--levels 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from commentdesk.settings import PROJECT_ROOT, default_data_dir
+
+COMMENTDESK = str(Path(sys.executable).with_name("commentdesk"))
+
+
+def tweets() -> list[str]:
+    data_dir = default_data_dir()
+    if data_dir is None:
+        sys.exit("no data directory (../shared/data)")
+    path = data_dir / "tweeteval" / "sentiment" / "test_text.txt"
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, key: str
+) -> int:
+    writer.write(
+        b"POST /v1/score HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return status
+
+
+async def drive(
+    port: int, key: str, texts: list[str], concurrency: int, seconds: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        index = offset
+        while time.perf_counter() < deadline:
+            body = json.dumps({"text": texts[index % len(texts)]}).encode()
+            index += concurrency
+            start = time.perf_counter()
+            try:
+                status = await request(reader, writer, body, key)
+            except (OSError, asyncio.IncompleteReadError):
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            latencies.append(time.perf_counter() - start)
+            errors += status != 200
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return latencies, errors, time.perf_counter() - start
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "artifacts" / "minilm")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    texts = tweets()
+
+    from model.scorer import load_scorer
+
+    scorer = load_scorer(args.model_dir)
+    sample = texts[:3000]
+    scorer.predict(sample[:200])
+    start = time.perf_counter()
+    scorer.predict(sample)
+    offline = len(sample) / (time.perf_counter() - start)
+    del scorer
+    print(f"offline batch throughput of the same scorer: {offline:.0f} comments/s")
+
+    with tempfile.TemporaryDirectory() as state:
+        env = {
+            **os.environ,
+            "COMMENTDESK_MODEL_DIR": str(args.model_dir),
+            "COMMENTDESK_STATE_DIR": state,
+        }
+        created = subprocess.run(
+            [COMMENTDESK, "keys", "create", "--role", "scorer", "--name", "bench"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        key = created.stdout.strip().rsplit(" ", 1)[-1]
+        port = free_port()
+        log = Path(state) / "server.log"
+        started = time.perf_counter()
+        with log.open("w") as out:
+            server = subprocess.Popen(
+                [COMMENTDESK, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+            )
+        try:
+            import httpx
+
+            while True:
+                if server.poll() is not None:
+                    sys.exit(f"server exited: {log.read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            ready = time.perf_counter() - started
+            print(f"ready in {ready:.2f} s (process start to /readyz 200)")
+            uvloop.run(drive(port, key, texts, 4, 3.0))  # warm-up
+            print(f"\nPOST /v1/score, one tweet per request, {args.seconds:.0f} s per level")
+            print(
+                "concurrency   requests   errors   req/s     p50 ms   p95 ms   p99 ms   vs offline"
+            )
+            for level in args.levels:
+                latencies, errors, elapsed = uvloop.run(
+                    drive(port, key, texts, level, args.seconds)
+                )
+                ms = np.array(latencies) * 1000
+                throughput = len(latencies) / elapsed
+                print(
+                    f"{level:11d} {len(latencies):10d} {errors:8d} {throughput:7.0f} "
+                    f"{np.percentile(ms, 50):8.1f} {np.percentile(ms, 95):8.1f} {np.percentile(ms, 99):8.1f}"
+                    f"   {throughput / offline:6.0%}"
+                )
+            maps = Path(f"/proc/{server.pid}/maps").read_text()
+            print(f"\nserver resident memory after the run: {rss_mb(server.pid):.0f} MB")
+            print(f"torch mapped into the server: {'yes' if 'libtorch' in maps else 'no'}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

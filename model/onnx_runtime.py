@@ -1,0 +1,149 @@
+"""The int8 ONNX runtime: onnxruntime + the `tokenizers` package, no torch, no transformers.
+
+Comments are tokenised once, sorted by token count and cut into buckets that are padded only to
+their own longest comment, so short comments never pay for a long one. One session call per
+bucket returns every task's logits and the sentence embedding (used for reply similarity).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.artifact import Manifest, sha256_file
+from model.encoder import base_encoder_dir
+from model.errors import ArtifactError
+from model.scorer import Prediction, predictions
+from model.tasks import Task
+from model.text import normalize
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+EMBEDDING_OUTPUT = "embedding"
+
+
+def logits_output(task: Task) -> str:
+    return f"logits_{task.value}"
+
+
+def buckets(lengths: Sequence[int], max_rows: int, max_tokens: int) -> Iterator[np.ndarray]:
+    """Indices grouped by similar length: at most ``max_rows`` rows and ``max_tokens`` padded
+    tokens per group (a single longer row still gets its own group)."""
+    order = np.argsort(lengths, kind="stable")
+    group: list[int] = []
+    for index in order:
+        longest = lengths[index]  # sorted ascending: the newest row is the longest
+        if group and (len(group) >= max_rows or (len(group) + 1) * longest > max_tokens):
+            yield np.array(group)
+            group = []
+        group.append(int(index))
+    if group:
+        yield np.array(group)
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result
+
+
+class OnnxScorer:
+    """Scores with a transformer model's int8 ONNX export; also embeds comments for replies."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        encoder_dir: Path | None = None,
+        threads: int = 0,
+        max_rows: int = 8,
+        max_tokens: int = 4096,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        spec = manifest.onnx
+        if spec is None:
+            raise ArtifactError(f"{directory} has no ONNX export (commentdesk export-onnx)")
+        tokenizer = (encoder_dir or base_encoder_dir()) / TOKENIZER_FILE
+        if not tokenizer.is_file() or sha256_file(tokenizer) != spec.tokenizer_sha256:
+            raise ArtifactError(
+                f"{tokenizer} is missing or not the tokenizer the model was built on"
+            )
+        # One single-threaded run per core, in parallel over buckets: on small matrices this beat
+        # one run spread over every core by ~15 % here (bench/throughput.py).
+        self.workers = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(directory / spec.file), options, providers=["CPUExecutionProvider"]
+            )
+            self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ArtifactError(f"{directory}: the ONNX model cannot be loaded: {exc}") from exc
+        self.tokenizer.enable_truncation(spec.max_length)
+        self.tokenizer.no_padding()
+        self.manifest = manifest
+        self.name, self.version = manifest.name, manifest.version
+        self.tasks = tuple(manifest.tasks)
+        self.max_rows, self.max_tokens = max_rows, max_tokens
+        self._outputs = [logits_output(task) for task in self.tasks] + [EMBEDDING_OUTPUT]
+        self.predict(["warm-up: the first call allocates the session's buffers"])
+
+    def _run(self, texts: Sequence[str]) -> tuple[dict[Task, np.ndarray], np.ndarray]:
+        encodings = self.tokenizer.encode_batch([normalize(text) for text in texts])
+        lengths = [len(encoding.ids) for encoding in encodings]
+
+        def run(group: np.ndarray) -> list[Any]:
+            width = max(lengths[i] for i in group)
+            ids = np.zeros((len(group), width), dtype=np.int64)
+            mask = np.zeros((len(group), width), dtype=np.int64)
+            for row, index in enumerate(group):
+                ids[row, : lengths[index]] = encodings[index].ids
+                mask[row, : lengths[index]] = 1
+            result: list[Any] = self.session.run(
+                self._outputs, {"input_ids": ids, "attention_mask": mask}
+            )
+            return result
+
+        # Enough groups to keep every worker busy, even for a handful of comments.
+        rows = max(1, min(self.max_rows, -(-len(texts) // self.workers)))
+        groups = list(buckets(lengths, rows, self.max_tokens))
+        results = list(self._pool.map(run, groups))
+        back_to_input_order = np.argsort(np.concatenate(groups))
+        merged = [
+            np.concatenate([result[k] for result in results])[back_to_input_order]
+            for k in range(len(self._outputs))
+        ]
+        return dict(zip(self.tasks, merged[:-1], strict=True)), merged[-1]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if not texts:
+            return []
+        logits, _ = self._run(texts)
+        probabilities = {
+            task: softmax(values, self.manifest.tasks[task].temperature)
+            for task, values in logits.items()
+        }
+        return predictions(self.tasks, self.manifest, probabilities, len(texts))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length sentence embeddings from the same (adapted) encoder pass."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self._run(texts)[1]

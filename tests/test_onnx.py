@@ -1,0 +1,136 @@
+"""The int8 ONNX runtime: built by training, same answers as PyTorch, no torch when serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from commentdesk.settings import PROJECT_ROOT
+from model.artifact import read_manifest
+from model.errors import ArtifactError
+from model.onnx_runtime import OnnxScorer, buckets
+from model.scorer import TransformerScorer, load_scorer
+from model.tasks import Task
+
+TEXTS = [
+    "where is my order??",
+    "love this brand so much",
+    "you are all idiots",
+    "ok",
+    "Can I change the delivery address after paying? It says processing " * 3,
+    "meh. the app crashed again @support http://x.example/y",
+    "😀😀😀",
+]
+
+
+def test_buckets_cover_every_row_once_within_limits() -> None:
+    lengths = [5, 60, 7, 5, 30, 61, 2, 9]
+    groups = list(buckets(lengths, max_rows=3, max_tokens=100))
+    flat = sorted(int(i) for group in groups for i in group)
+    assert flat == list(range(len(lengths)))
+    for group in groups:
+        assert len(group) <= 3
+        assert len(group) == 1 or len(group) * max(lengths[i] for i in group) <= 100
+    # Sorted by length: no group mixes the shortest and the longest rows.
+    assert not any({6, 5} <= {int(i) for i in group} for group in groups)
+
+
+def test_training_builds_the_onnx_export(tiny_transformer_dir: Path) -> None:
+    manifest = read_manifest(tiny_transformer_dir)
+    assert manifest.onnx is not None
+    assert manifest.onnx.file in manifest.files
+    assert (tiny_transformer_dir / manifest.onnx.file).stat().st_size > 0
+
+
+def test_onnx_agrees_with_pytorch(tiny_transformer_dir: Path, tiny_encoder_dir: Path) -> None:
+    onnx = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir, runtime="onnx")
+    torch_scorer = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir, runtime="torch")
+    assert isinstance(onnx, OnnxScorer) and isinstance(torch_scorer, TransformerScorer)
+    a, b = onnx.predict(TEXTS), torch_scorer.predict(TEXTS)
+    for x, y in zip(a, b, strict=True):
+        for task in Task:
+            assert x.scores[task] == pytest.approx(y.scores[task], abs=0.02)
+
+
+def test_bucketing_does_not_change_a_comment_s_scores(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path
+) -> None:
+    scorer = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir)
+    together = scorer.predict(TEXTS)
+    alone = [scorer.predict([text])[0] for text in TEXTS]
+    for x, y in zip(together, alone, strict=True):
+        for task in Task:
+            assert x.scores[task] == pytest.approx(y.scores[task], abs=1e-4)
+    assert scorer.predict([]) == []
+
+
+def test_embeddings_are_unit_length(tiny_transformer_dir: Path, tiny_encoder_dir: Path) -> None:
+    scorer = load_scorer(tiny_transformer_dir, encoder_dir=tiny_encoder_dir)
+    assert isinstance(scorer, OnnxScorer)
+    vectors = scorer.embed(TEXTS)
+    assert vectors.shape[0] == len(TEXTS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+
+
+def test_a_different_tokenizer_is_refused(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder_dir, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    tokenizer["model"]["vocab"]["zebra-crossing"] = len(tokenizer["model"]["vocab"])
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ArtifactError, match="not the tokenizer the model was built on"):
+        load_scorer(tiny_transformer_dir, encoder_dir=other)
+
+
+def test_a_corrupted_onnx_file_is_refused(tiny_transformer_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_transformer_dir, broken)
+    (broken / "model.int8.onnx").write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="does not match the sha256"):
+        load_scorer(broken)
+
+
+def test_serving_the_onnx_model_imports_neither_torch_nor_transformers(
+    tiny_transformer_dir: Path, tmp_path: Path
+) -> None:
+    """A fresh interpreter starts the app, scores over HTTP and suggests replies."""
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from commentdesk.settings import Settings
+from service.app import create_app
+from service.auth import Role, create_key
+app = create_app(Settings(model_dir={str(tiny_transformer_dir)!r}, data_dir=None,
+                          state_dir={str(tmp_path)!r}))
+with TestClient(app) as client, app.state.sessions() as session:
+    from service.replies import load_defaults
+    load_defaults(session)
+    key = create_key(session, "s", Role.SCORER)[1]
+    auth = {{"Authorization": f"Bearer {{key}}"}}
+    scored = client.post("/v1/score", json={{"text": "where is my refund?", "suggest_replies": 2}},
+                         headers=auth)
+    assert scored.status_code == 200, scored.text
+    assert len(scored.json()["results"][0]["suggestions"]) == 2
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    # The tiny transformer's tokenizer is the pinned one, so the default encoder package serves.
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
