@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
-from model.embeddings import SentenceEmbedder
+from commentdesk.settings import DEFAULT_MODEL_DIR, Settings, default_data_dir
 from model.scorer import load_scorer
+from service.app import embedder_factory
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.db.tables import ReplyTemplate
 from service.replies import ReplySuggester, load_defaults
@@ -61,7 +61,8 @@ def main() -> None:
         for line in (data_dir / "brand_comments" / "unlabelled.jsonl").read_text().splitlines()
     ]
     scorer = load_scorer(args.model_dir)
-    embedder = SentenceEmbedder()
+    # The embedder the service would use with this model (the ONNX model's own, or MiniLM).
+    embedder = embedder_factory(Settings(model_dir=args.model_dir), scorer)()
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/replies.db"

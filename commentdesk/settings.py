@@ -6,12 +6,12 @@ Nested sections use ``__``: ``COMMENTDESK_API__MAX_COMMENTS=64``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoder import BASE_ENCODER_SHA256
+from model.scorer import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "minilm"
@@ -71,11 +71,13 @@ class ReplySettings(BaseModel):
 
 
 class ScoringSettings(BaseModel):
-    runtime: Literal["onnx", "torch"] = Field(
+    runtime: Runtime = Field(
         default="onnx",
         description="Transformer models: int8 ONNX (no torch in the process) or PyTorch.",
     )
-    threads: int = Field(default=0, ge=0, description="Model threads; 0: one per core.")
+    threads: int = Field(
+        default=0, ge=0, description="Parallel single-threaded model runs; 0: one per core."
+    )
     micro_batch_wait_ms: float = Field(
         default=2.0,
         ge=0,

@@ -23,7 +23,7 @@ from service.routes import admin, comments, health, queue, score, templates
 logger = logging.getLogger(__name__)
 
 
-def _embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], Embedder]:
+def embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], Embedder]:
     """Reply similarity reuses the ONNX model's own sentence embedding when it serves; otherwise
     the pinned MiniLM through PyTorch, loaded on first use."""
     if isinstance(scorer, Embedder) and settings.replies.encoder_dir is None:
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Stay up so /readyz can say why; scoring answers 503 until a valid model is there.
             logger.error("model not loaded: %s", exc)
             app.state.load_error = str(exc)
-        app.state.suggester = ReplySuggester(_embedder_factory(settings, app.state.scorer))
+        app.state.suggester = ReplySuggester(embedder_factory(settings, app.state.scorer))
         app.state.batcher = MicroBatcher(
             app.state.scorer,
             max_wait_s=scoring.micro_batch_wait_ms / 1000,

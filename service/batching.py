@@ -1,8 +1,9 @@
 """Server micro-batching: concurrent scoring requests share one model call.
 
-Requests wait at most ``max_wait`` for company (never past their own deadline), then a single
-worker thread scores the gathered comments while the event loop keeps serving. A request whose
-deadline passes answers 503 with ``Retry-After`` instead of waiting on.
+While the model is busy, arriving requests wait at most ``max_wait`` for company (never past
+their own deadline); an idle model starts at once. Up to two model calls run in worker threads
+while the event loop keeps serving. A request whose deadline passes answers 503 with
+``Retry-After`` instead of waiting on.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ import onnx
 import torch
 from torch import nn
 
-from model.artifact import OnnxSpec, read_manifest, sha256_file, write_manifest
+from model.artifact import (
+    OnnxSpec,
+    library_versions,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from model.encoder import verified_encoder_dir
 from model.onnx_runtime import EMBEDDING_OUTPUT, ONNX_FILE, TOKENIZER_FILE, logits_output
 from model.scorer import TransformerScorer
@@ -177,6 +183,7 @@ def export_onnx(
         quantization=f"8-bit MatMulNBits (block {block_size}, accuracy level {accuracy_level}), MultiHeadAttention, int8 embedding rows",
         max_length=scorer.config.max_length,
     )
+    manifest.library_versions.update(library_versions("onnxruntime", "onnx"))
     write_manifest(directory, manifest)
     logger.info(
         "wrote %s (%.1f MB)", directory / ONNX_FILE, (directory / ONNX_FILE).stat().st_size / 1e6

@@ -44,10 +44,10 @@ def add_key(request: KeyCreate, _: Admin, session: SessionDep) -> KeyCreated:
 
 
 @router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
-def delete_key(key_id: int, _: Admin, session: SessionDep, http: Request) -> None:
+def delete_key(key_id: int, _: Admin, session: SessionDep, request: Request) -> None:
     if not revoke_key(session, key_id):
         raise CommentNotFound(f"no active key {key_id}")
-    http.app.state.key_cache.forget(key_id)
+    request.app.state.key_cache.forget(key_id)
 
 
 @router.get("/policy", summary="The moderation policy in force")
