@@ -221,6 +221,13 @@ def evaluate(
         bool,
         typer.Option(help="Also score with PyTorch and print label agreement and metric gaps."),
     ] = False,
+    ensemble_with: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also evaluate the average of this model and the other one, weight and "
+            "threshold per task fitted on the validation splits of configs/multitask.toml."
+        ),
+    ] = None,
 ) -> None:
     """Official metric per task on the test splits and brand_comments dev, beside the references."""
     from model.errors import ArtifactError
@@ -253,6 +260,8 @@ def evaluate(
         typer.echo(markdown_table(parity_rows))
     for other in others:
         results += evaluate_scorer(other, catalog, other.name)[0]
+    if ensemble_with is not None:
+        results += _evaluate_ensemble(scorer, ensemble_with, catalog)
     if references:
         results += evaluate_references(catalog)
     table = results_table(results)
@@ -261,6 +270,31 @@ def evaluate(
         command = "commentdesk " + " ".join(sys.argv[1:])
         build_model_card(card, scorer, table, predictions, catalog, command, parity_rows)
         typer.echo(f"wrote {card}")
+
+
+def _evaluate_ensemble(scorer: Any, other_dir: Path, catalog: Any) -> list[Any]:
+    from commentdesk.settings import PROJECT_ROOT
+    from model.scorer import load_scorer
+    from model.tasks import parse_task
+    from training.config import load_config
+    from training.ensemble import fit_ensemble
+    from training.evaluate import calibration_table, evaluate_scorer, markdown_table
+
+    config = load_config(PROJECT_ROOT / "configs" / "multitask.toml")
+    val_sources = {
+        parse_task(name): str(section.get("val_source", ""))
+        for name, section in config["tasks"].items()
+    }
+    ensemble, report = fit_ensemble(scorer, load_scorer(other_dir), catalog, val_sources)
+    typer.echo(f"{ensemble.name}: weight of {scorer.name} and validation metric per task")
+    for task, values in report.items():
+        typer.echo(
+            f"  {task:<10} weight {values['weight']:.1f}  val {values['val_metric']:.4f} "
+            f"(alone: {values['val_first_only']:.4f} / {values['val_second_only']:.4f})"
+        )
+    results, predictions = evaluate_scorer(ensemble, catalog, ensemble.name)
+    typer.echo(markdown_table(calibration_table(predictions)))
+    return results
 
 
 @data_app.command("check")
