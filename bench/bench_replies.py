@@ -6,7 +6,10 @@ Quality: for each brand_comments dev comment, does the top-1 template answer the
 intent (question -> an answering template; negative non-question -> complaint; positive
 non-question -> praise)? Neutral non-questions have no expected intent and are not counted.
 
-Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N]
+With --gold-labels the question and sentiment probabilities of each dev comment are replaced by
+its gold labels (one-hot): the ranking's ceiling when the classifiers are right.
+
+Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N] [--gold-labels]
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--comments", type=int, default=200)
+    parser.add_argument("--gold-labels", action="store_true")
     args = parser.parse_args()
     data_dir = default_data_dir()
     if data_dir is None:
@@ -103,6 +107,14 @@ def main() -> None:
             session.commit()
             suggester = ReplySuggester(lambda: embedder)
             dev_fields = [prediction_fields(p) for p in scorer.predict([d["text"] for d in dev])]
+            if args.gold_labels:
+                for item, f in zip(dev, dev_fields, strict=True):
+                    q = float(item["question"])
+                    f["scores"]["question"] = {"not-question": 1 - q, "question": q}
+                    f["scores"]["sentiment"] = {
+                        s: float(s == item["sentiment"])
+                        for s in ("negative", "neutral", "positive")
+                    }
             confusion: Counter[tuple[str, str]] = Counter()
             hits = total = 0
             for item, f in zip(dev, dev_fields, strict=True):
@@ -114,7 +126,7 @@ def main() -> None:
                 hits += want.value in top.template.intents
                 confusion[(want.value, "/".join(top.template.intents))] += 1
             print(
-                f"\ntop-1 template answers the gold intent: {hits}/{total} = {hits / total:.1%} (model {scorer.name} {scorer.version})"
+                f"\ntop-1 template answers the gold intent: {hits}/{total} = {hits / total:.1%} (model {scorer.name} {scorer.version}{', gold question/sentiment labels' if args.gold_labels else ''})"
             )
             print("gold intent -> top-1 template intents: count")
             for (want, got), count in sorted(confusion.items()):
