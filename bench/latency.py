@@ -118,11 +118,14 @@ def main() -> None:
     scorer = load_scorer(args.model_dir)
     sample = texts[:3000]
     scorer.predict(sample[:200])
-    start = time.perf_counter()
-    scorer.predict(sample)
-    offline = len(sample) / (time.perf_counter() - start)
+    best = float("inf")
+    for _ in range(3):  # best of three: the ratio below must not flatter the server
+        start = time.perf_counter()
+        scorer.predict(sample)
+        best = min(best, time.perf_counter() - start)
+    offline = len(sample) / best
     del scorer
-    print(f"offline batch throughput of the same scorer: {offline:.0f} comments/s")
+    print(f"offline batch throughput of the same scorer (best of 3): {offline:.0f} comments/s")
 
     with tempfile.TemporaryDirectory() as state:
         env = {

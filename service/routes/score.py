@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import BatcherDep, ScoringClient, SessionsDep, SettingsDep, SuggesterDep
@@ -32,7 +32,7 @@ async def score(
     settings: SettingsDep,
     sessions: SessionsDep,
     suggester: SuggesterDep,
-) -> ScoreResponse:
+) -> Response:
     """One model pass scores all tasks; thresholds come from the model, never from the request.
 
     Concurrent requests are scored together (micro-batching); the event loop never waits on the
@@ -59,9 +59,14 @@ async def score(
     if request.suggest_replies:
         scored = await run_in_threadpool(with_suggestions)
     else:
+        # The model's own output: already the right types, so no validation pass per comment.
         scored = [
-            CommentScore(id=item.id, **prediction_fields(prediction))
+            CommentScore.model_construct(
+                id=item.id, labels=prediction.labels, scores=prediction.scores, suggestions=None
+            )
             for item, prediction in zip(items, predictions, strict=True)
         ]
     scorer = batcher.scorer
-    return ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=scored)
+    body = ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=scored)
+    # Built and typed here, so FastAPI need not validate and encode it a second time.
+    return Response(body.model_dump_json(), media_type="application/json")
