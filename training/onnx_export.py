@@ -108,27 +108,11 @@ def quantize_embeddings_per_row(model: onnx.ModelProto) -> None:
             graph.node.insert(index + offset, new_node)
 
 
-def export_onnx(
-    directory: Path, encoder_dir: Path | None = None, block_size: int = 64, accuracy_level: int = 4
-) -> Path:
-    """Add ``model.int8.onnx`` to a transformer model directory and record it in the manifest.
-
-    Linear layers become ``MatMulNBits`` with 8-bit weights in blocks of ``block_size`` and
-    int8 compute (``accuracy_level`` 4: activations quantised per block, far finer than the
-    per-tensor scale of classic dynamic quantisation, which moved 2-4 % of labels here); the
-    word-embedding table is stored as int8 with a scale per row.
-    """
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+def fused_fp32_model(scorer: TransformerScorer) -> onnx.ModelProto:
+    """The network with merged adapters as an fp32 ONNX graph with ONNX Runtime's BERT fusions."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    manifest = read_manifest(directory)
-    if manifest.kind != "transformer-lora" or manifest.base_encoder is None:
-        raise ValueError(f"{directory} holds a {manifest.kind} model; only transformers export")
-    scorer = TransformerScorer(directory, manifest, encoder_dir)
     network = scorer.network
     merge_lora(network)
     network.eval()
@@ -168,13 +152,45 @@ def export_onnx(
             hidden_size=encoder_config.hidden_size,
             optimization_options=options,
         )
-        config = DefaultWeightOnlyQuantConfig(
-            block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, bits=8
-        )
-        quantizer = MatMulNBitsQuantizer(fused.model, algo_config=config)
-        quantizer.process()
-        quantize_embeddings_per_row(quantizer.model.model)
-        onnx.save(quantizer.model.model, directory / ONNX_FILE)
+    model: onnx.ModelProto = fused.model
+    return model
+
+
+def quantize_linear_nbits(
+    model: onnx.ModelProto, block_size: int = 64, accuracy_level: int = 4
+) -> onnx.ModelProto:
+    """Every constant-weight MatMul as 8-bit ``MatMulNBits``."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, bits=8
+    )
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    quantized: onnx.ModelProto = quantizer.model.model
+    return quantized
+
+
+def export_onnx(
+    directory: Path, encoder_dir: Path | None = None, block_size: int = 64, accuracy_level: int = 4
+) -> Path:
+    """Add ``model.int8.onnx`` to a transformer model directory and record it in the manifest.
+
+    Linear layers become ``MatMulNBits`` with 8-bit weights in blocks of ``block_size`` and
+    int8 compute (``accuracy_level`` 4: activations quantised per block, far finer than the
+    per-tensor scale of classic dynamic quantisation, which moved 2-8 % of labels here); the
+    embedding tables are stored as int8 with a scale per row (bench/quantization.py compares).
+    """
+    manifest = read_manifest(directory)
+    if manifest.kind != "transformer-lora" or manifest.base_encoder is None:
+        raise ValueError(f"{directory} holds a {manifest.kind} model; only transformers export")
+    scorer = TransformerScorer(directory, manifest, encoder_dir)
+    model = quantize_linear_nbits(fused_fp32_model(scorer), block_size, accuracy_level)
+    quantize_embeddings_per_row(model)
+    onnx.save(model, directory / ONNX_FILE)
     tokenizer = verified_encoder_dir(encoder_dir, manifest.base_encoder.sha256) / TOKENIZER_FILE
     manifest.files[ONNX_FILE] = sha256_file(directory / ONNX_FILE)
     manifest.onnx = OnnxSpec(
