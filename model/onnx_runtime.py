@@ -19,7 +19,7 @@ import numpy as np
 from model.artifact import Manifest, sha256_file
 from model.encoder import base_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import Prediction, predictions
+from model.scorer import Prediction, predictions, softmax
 from model.tasks import Task
 from model.text import normalize
 
@@ -49,14 +49,6 @@ def buckets(lengths: Sequence[int], max_rows: int, max_tokens: int) -> Iterator[
         yield np.array(group)
 
 
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return result
-
-
 class OnnxScorer:
     """Scores with a transformer model's int8 ONNX export; also embeds comments for replies."""
 
@@ -80,8 +72,8 @@ class OnnxScorer:
             raise ArtifactError(
                 f"{tokenizer} is missing or not the tokenizer the model was built on"
             )
-        # One single-threaded run per core, in parallel over buckets: on small matrices this beat
-        # one run spread over every core by ~15 % here (bench/throughput.py).
+        # One single-threaded run per core, in parallel over buckets: on these small matrices it
+        # beat one run spread over every core by ~15 % (docs/experiments.md).
         self.workers = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx")
         options = ort.SessionOptions()

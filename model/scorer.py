@@ -54,6 +54,16 @@ def check_text(text: object, max_chars: int) -> str:
     return text
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float64 (shared by calibration and the
+    ONNX runtime, so both turn logits into the same probabilities)."""
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result
+
+
 def decide(task: Task, probabilities: np.ndarray, threshold: float | None) -> str:
     labels = LABELS[task]
     if threshold is not None:

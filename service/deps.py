@@ -90,8 +90,9 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
                 with request.app.state.sessions() as session:
                     return authenticate(session, header)
 
-            principal = await run_in_threadpool(lookup)
-            cache.put(header or "", principal)
+            principal = await run_in_threadpool(lookup)  # raises for a missing or bad key
+            if header is not None:
+                cache.put(header, principal)
         principal.require(permission)
         return principal
 

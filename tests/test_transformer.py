@@ -13,7 +13,7 @@ from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest, sha256_file
 from model.encoder import BASE_ENCODER_SHA256, verified_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import Runtime, TransformerScorer, load_scorer
+from model.scorer import Runtime, TransformerScorer, load_scorer, softmax
 from model.tasks import LABELS, Task
 from model.transformer import (
     LoRALinear,
@@ -22,7 +22,7 @@ from model.transformer import (
     encode,
     load_tokenizer,
 )
-from training.calibration import fit_temperature, softmax
+from training.calibration import fit_temperature
 from training.transformer import train_transformer
 
 

@@ -22,10 +22,3 @@ def fit_temperature(logits: np.ndarray, gold: np.ndarray, max_iter: int = 200) -
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
     return float(log_t.exp().item())
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True))

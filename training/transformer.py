@@ -29,6 +29,7 @@ from model.artifact import (
     write_manifest,
 )
 from model.encoder import BASE_ENCODER_NAME, verified_encoder_dir
+from model.scorer import softmax
 from model.tasks import LABELS, Task, is_binary, parse_task
 from model.transformer import (
     MultiTaskNetwork,
@@ -38,7 +39,7 @@ from model.transformer import (
     encode,
     load_tokenizer,
 )
-from training.calibration import fit_temperature, softmax
+from training.calibration import fit_temperature
 from training.catalog import Catalog, load_catalog, source_hashes
 from training.config import ConfigError
 from training.metrics import best_threshold, expected_calibration_error, official_metric
