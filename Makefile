@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install serve test lint model model-card
+.PHONY: install chromium serve test lint model model-card
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,10 +14,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser tests drive Debian's Chromium (no browser download): installed here when missing
+# and apt-get may run (as root); otherwise those tests skip, or fail with CI=true.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q chromium; } \
+		|| echo "warning: could not install Chromium; the browser tests will skip"
+
 serve: install
 	$(VENV)/bin/commentdesk serve
 
-test: install
+test: install chromium
 	$(PY) -m pytest
 
 lint: install

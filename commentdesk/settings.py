@@ -95,6 +95,16 @@ class ServerSettings(BaseModel):
     access_log: bool = Field(default=True, description="One log line per request (uvicorn).")
 
 
+class UiSettings(BaseModel):
+    session_hours: float = Field(
+        default=12, gt=0, description="How long a moderator stays signed in to /ui."
+    )
+    page_size: int = Field(default=50, ge=1, le=500, description="Cards on one queue page.")
+    poll_seconds: float = Field(
+        default=5, gt=0, description="How often the queue page asks for new items."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COMMENTDESK_", env_nested_delimiter="__", extra="ignore"
@@ -116,6 +126,7 @@ class Settings(BaseSettings):
     replies: ReplySettings = Field(default_factory=ReplySettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.state_dir / 'commentdesk.db'}"

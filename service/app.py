@@ -15,10 +15,12 @@ from service.auth import KeyCache
 from service.batching import MicroBatcher
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
+from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
 from service.policy import load_policy
 from service.replies import ReplySuggester
 from service.routes import admin, comments, health, queue, score, templates
+from service.ui.routes import install_ui
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(score.router)
@@ -87,4 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queue.router)
     app.include_router(admin.router)
     app.include_router(templates.router)
+    install_ui(app)
     return app

@@ -56,8 +56,11 @@ class Principal:
     name: str
     role: Role
 
+    def can(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
     def require(self, permission: Permission) -> None:
-        if permission not in GRANTS[self.role]:
+        if not self.can(permission):
             raise Forbidden(f"role {self.role.value!r} may not {permission.value}")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from model.errors import ArtifactError, InvalidTextError
 from service.auth import Forbidden, Unauthenticated
@@ -41,6 +41,7 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidCursor,
         InvalidDecision,
     )
+    from service.ui.routes import CsrfRejected, NotSignedIn
 
     # Exception type -> HTTP status and machine-readable code; the message is the exception's.
     simple: dict[type[Exception], tuple[int, str]] = {
@@ -78,6 +79,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidComment)
     async def _invalid_comment(_: Request, exc: InvalidComment) -> JSONResponse:
         return _error(422, "invalid_comment", str(exc), index=exc.index)
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/ui/login", status_code=303)
+        return _error(401, "not_signed_in", str(exc))
+
+    @app.exception_handler(CsrfRejected)
+    async def _csrf(_: Request, exc: CsrfRejected) -> JSONResponse:
+        return _error(403, "csrf_rejected", str(exc))
 
     @app.exception_handler(BulkDecisionError)
     async def _bulk(_: Request, exc: BulkDecisionError) -> JSONResponse:

@@ -1,0 +1,1 @@
+"""The moderator web page under ``/ui``: server-rendered, keyboard-first, no inline scripts."""
