@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
 from sqlalchemy import select
 
-from commentdesk.settings import PROJECT_ROOT, Settings
+from commentdesk.settings import DEFAULT_MODEL_DIR, PROJECT_ROOT, Settings
 from service.app import create_app
 from service.auth import Role, create_key
 from service.db.tables import Decision, QueueItem
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("COMMENTDESK_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+# UPDATE_SCREENSHOTS=1 pytest tests/test_ui.py -k screenshots: the committed default model and
+# policy serve the page, and the main views are saved to docs/screenshots/.
+SCREENSHOT_RUN = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 # Every comment gets flagged, so what the tests ingest is what the queue shows.
 FLAG_ALL_POLICY = """
 [[rules]]
@@ -118,12 +121,12 @@ def live(tiny_model_dir: Path, tiny_replies: dict[str, object], tmp_path: Path) 
     policy = tmp_path / "policy.toml"
     policy.write_text(FLAG_ALL_POLICY)
     settings = Settings(
-        model_dir=tiny_model_dir,
+        model_dir=DEFAULT_MODEL_DIR if SCREENSHOT_RUN else tiny_model_dir,
         data_dir=None,
         state_dir=tmp_path,
         database={"url": f"sqlite:///{tmp_path / 'ui.db'}"},
-        policy_file=policy,
-        replies=tiny_replies,
+        policy_file=PROJECT_ROOT / "configs" / "policy.toml" if SCREENSHOT_RUN else policy,
+        replies={} if SCREENSHOT_RUN else tiny_replies,
         ui={"poll_seconds": 0.3},
     )
     app = create_app(settings)
@@ -389,10 +392,18 @@ def test_untrusted_text_never_executes(live: LiveUi, watched: Watched) -> None:
     assert watched.errors == []
 
 
-def test_main_views_render_on_laptop_and_phone(live: LiveUi, browser: Browser) -> None:
-    """Screenshots of the main views; written to docs/screenshots with UPDATE_SCREENSHOTS=1."""
-    ids = live.ingest([{"author": a, "text": t} for a, t in COMMENTS])
-    out = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else None
+SCREENSHOT_COMMENTS = [
+    ("rita_b", "@AcmeHelp you charged me twice for the same order, fix it or I'm calling my bank"),
+    ("troll_9000", "acme support are a bunch of lazy idiots"),
+    ("kev", "does the acme app work offline? going on a flight tomorrow"),
+]
+
+
+def test_main_views_render_on_laptop_and_phone_screenshots(live: LiveUi, browser: Browser) -> None:
+    """Laptop and phone widths; with UPDATE_SCREENSHOTS=1 the views are saved as PNG."""
+    extra = SCREENSHOT_COMMENTS if SCREENSHOT_RUN else []
+    ids = live.ingest([{"author": a, "text": t} for a, t in [*COMMENTS, *extra]])
+    out = SCREENSHOTS if SCREENSHOT_RUN else None
     for name, viewport in {
         "laptop": {"width": 1280, "height": 900},
         "phone": {"width": 390, "height": 844},
@@ -408,13 +419,14 @@ def test_main_views_render_on_laptop_and_phone(live: LiveUi, browser: Browser) -
                 page.keyboard.press("r")
                 page.screenshot(path=out / "reply.png")
                 page.keyboard.press("Escape")
-                page.keyboard.press("?")
-                page.screenshot(path=out / "shortcuts.png")
-                page.keyboard.press("Escape")
                 first = card_ids(page)[0]
                 page.keyboard.press("e")
                 wait_for(lambda: len(live.decisions()) == 1)
+                page.keyboard.press("k")
+                page.keyboard.press("r")
+                page.keyboard.press("Control+Enter")
+                wait_for(lambda: len(live.decisions()) == 2)
                 page.goto(f"{live.url}/ui/comments/{first}")
                 page.screenshot(path=out / "history.png")
         context.close()
-    assert len(ids) == len(COMMENTS)
+    assert len(ids) == len(COMMENTS) + len(extra)

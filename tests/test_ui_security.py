@@ -59,9 +59,7 @@ def decisions(ui: Api) -> int:
 
 
 def test_anonymous_pages_redirect_and_requests_are_refused(ui: Api) -> None:
-    response = ui.client.get(
-        "/ui/queue", headers={"Accept": "text/html"}, follow_redirects=False
-    )
+    response = ui.client.get("/ui/queue", headers={"Accept": "text/html"}, follow_redirects=False)
     assert (response.status_code, response.headers["location"]) == (303, "/ui/login")
     assert ui.client.get("/ui/queue/cards").status_code == 401
     assert ui.client.post("/ui/decisions", json={"decisions": []}).status_code == 401
