@@ -101,43 +101,105 @@ def serve(
 @app.command()
 def score(
     input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="A .jsonl or .csv file of comments.")
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Comments: .csv, .tsv, .jsonl (each maybe .gz) or .parquet."
+        ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .jsonl or .csv file.")],
-    text_column: Annotated[str, typer.Option(help="Field holding the comment text.")] = "text",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output file; its extension sets the format.")
+    ],
+    text_column: Annotated[
+        str | None, typer.Option(help="Column of the comment text (default: found by name).")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column of the comment id (default: found by name).")
+    ] = None,
     errors: Annotated[
         Path | None, typer.Option(help="Where rejected rows go (default: OUTPUT.errors.jsonl).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Comments scored per model call.")] = 256,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per chunk: one model call and one resume point.")
+    ] = 2048,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (Ray Data, pip install '.[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
+    ] = None,
+    ray_workers: Annotated[int, typer.Option(min=1, help="Scoring actors for --engine ray.")] = 2,
+    restart: Annotated[
+        bool, typer.Option(help="Discard an unfinished earlier run instead of resuming it.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     model_dir: ModelDirOption = None,
 ) -> None:
-    """Score every comment of an exported file. Exit code 1 when some rows were rejected."""
+    """Score every comment of an exported file, in bounded memory.
+
+    After a crash or Ctrl-C, the same command continues after the last completed chunk.
+    Exit code 1 when some rows were rejected (listed with reasons in the errors file).
+    """
+    from tqdm import tqdm
+
     from model.errors import ArtifactError
     from model.scorer import load_scorer
-    from service.batch import BatchInputError, score_file
+    from service.batch import BatchInputError, Engine, count_rows, file_type, score_file
 
+    if engine not in ("local", "ray"):
+        _fail(f"unknown engine {engine!r}; use local or ray")
     settings = _settings(model_dir=model_dir)
     try:
+        file_type(input_path)
+        file_type(output)
+        total = count_rows(input_path) if progress and input_path.is_file() else None
         scorer = load_scorer(
-            settings.model_dir,
-            runtime=settings.scoring.runtime,
-            threads=settings.scoring.threads,
+            settings.model_dir, runtime=settings.scoring.runtime, threads=settings.scoring.threads
         )
-        report = score_file(
-            scorer,
-            input_path,
-            output,
-            errors_path=errors,
-            text_column=text_column,
-            max_chars=settings.api.max_chars,
-            batch_size=batch_size,
-        )
+        batch_engine: Engine | None = None
+        if engine == "ray":
+            from service.batch_ray import RayEngine
+
+            batch_engine = RayEngine(
+                settings.model_dir,
+                address=ray_address,
+                workers=ray_workers,
+                runtime=settings.scoring.runtime,
+            )
+        with tqdm(
+            total=total, unit="rows", disable=not progress, dynamic_ncols=True, smoothing=0.05
+        ) as bar:
+            report = score_file(
+                scorer,
+                input_path,
+                output,
+                errors_path=errors,
+                text_column=text_column,
+                id_column=id_column,
+                max_chars=settings.api.max_chars,
+                chunk_rows=chunk_rows,
+                engine=batch_engine,
+                restart=restart,
+                progress=bar.update,
+            )
     except (BatchInputError, ArtifactError) as exc:
         _fail(str(exc))
-    typer.echo(f"scored {report.rows_scored} of {report.rows_read} rows into {output}")
-    if report.errors:
+    resumed = (
+        f", {report.chunks_resumed} chunks kept from an earlier run"
+        if report.chunks_resumed
+        else ""
+    )
+    typer.echo(
+        f"scored {report.rows_scored:,} of {report.rows_read:,} rows into {output} "
+        f"in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s{resumed}); "
+        f"text column {report.text_column!r}, id column {report.id_column!r}"
+    )
+    for task, counts in report.label_counts.items():
+        shares = ", ".join(f"{label} {count:,}" for label, count in counts.most_common())
+        typer.echo(f"  {task}: {shares}")
+    if report.rows_failed:
         typer.echo(
-            f"{len(report.errors)} rows rejected (row numbers and reasons in the errors file)",
+            f"{report.rows_failed:,} rows rejected (row numbers and reasons in "
+            f"{errors or output.with_name(output.name + '.errors.jsonl')})",
             err=True,
         )
         raise typer.Exit(1)

@@ -95,6 +95,19 @@ class ServerSettings(BaseModel):
     access_log: bool = Field(default=True, description="One log line per request (uvicorn).")
 
 
+class BatchSettings(BaseModel):
+    worker: bool = Field(
+        default=True, description="Run uploaded batch jobs in this process (one at a time)."
+    )
+    max_upload_bytes: int = Field(
+        default=2_000_000_000, ge=1024, description="Largest file POST /v1/batches accepts."
+    )
+    chunk_rows: int = Field(default=2048, ge=1, description="Rows per chunk and resume point.")
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the worker looks for jobs."
+    )
+
+
 class UiSettings(BaseModel):
     session_hours: float = Field(
         default=12, gt=0, description="How long a moderator stays signed in to /ui."
@@ -127,6 +140,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.state_dir / 'commentdesk.db'}"

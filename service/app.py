@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from commentdesk.settings import Settings
 from model.errors import ArtifactError
 from model.scorer import Embedder, Scorer, load_scorer
 from service.auth import KeyCache
+from service.batch_jobs import BatchWorker
 from service.batching import MicroBatcher
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
@@ -19,7 +21,7 @@ from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
 from service.policy import load_policy
 from service.replies import ReplySuggester
-from service.routes import admin, comments, health, queue, score, templates
+from service.routes import admin, batches, comments, health, queue, score, templates
 from service.ui.routes import install_ui
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deadline_s=scoring.deadline_ms / 1000,
         )
         app.state.batcher.start()
+        app.state.batch_worker = None
+        if settings.batch.worker and app.state.scorer is not None:
+            app.state.batch_worker = BatchWorker(
+                app.state.sessions,
+                app.state.scorer,
+                max_chars=settings.api.max_chars,
+                chunk_rows=settings.batch.chunk_rows,
+                poll_seconds=settings.batch.poll_seconds,
+            )
+            app.state.batch_worker.start()
         yield
+        if app.state.batch_worker is not None:
+            await run_in_threadpool(app.state.batch_worker.stop)
         await app.state.batcher.stop()
         engine.dispose()
 
@@ -81,7 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api.max_body_bytes,
+        per_path={"/v1/batches": settings.batch.max_upload_bytes},
+    )
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -90,5 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queue.router)
     app.include_router(admin.router)
     app.include_router(templates.router)
+    app.include_router(batches.router)
     install_ui(app)
     return app

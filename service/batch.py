@@ -1,29 +1,58 @@
-"""Score exported comment files (.jsonl, .csv) in bounded memory, row errors set aside, not fatal.
+"""Score exported comment files in bounded memory, resumably, with bad rows set aside.
 
-Each output row keeps the input's fields and adds ``labels`` and ``scores`` exactly as the API
-returns them (nested in JSONL; flattened to ``label.<task>`` and ``score.<task>.<label>`` in CSV).
-Rows that cannot be scored go, with their row number and the reason, to an errors file.
+Formats by extension: ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` (each optionally ``.gz``) and
+``.parquet``. Each output row keeps the input's fields and adds ``labels`` and ``scores`` exactly
+as the API returns them (nested in JSONL; flattened to ``label.<task>`` and
+``score.<task>.<label>`` columns elsewhere). Rows that cannot be scored go, with their row number
+and the reason, to an errors file; they never stop the run.
+
+The input is read in chunks of ``chunk_rows`` rows. Each scored chunk is written as its own part
+under ``OUTPUT.parts/`` (renamed into place when complete), so a run that is killed continues,
+when the same command is run again, after the last complete chunk; at the end the parts are
+joined into the output in input order and removed. Scoring itself is an ``Engine``: the local
+one calls the scorer in this process; ``service.batch_ray`` spreads it over a Ray cluster.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import logging
-from collections.abc import Iterator
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 from model.errors import InvalidTextError
 from model.scorer import Scorer, check_text
-from model.tasks import LABELS
+from model.tasks import LABELS, Task
 from service.scoring import prediction_fields
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+}
+DELIMITERS = {"csv": ",", "tsv": "\t"}
+# Where the common exports (networks, inbox tools, scrapers) keep the comment and its id.
+TEXT_COLUMNS = ("text", "message", "comment", "body", "content", "full_text", "caption")
+ID_COLUMNS = ("id", "comment_id", "message_id", "tweet_id", "post_id", "uuid")
 CSV_FIELD_LIMIT = 16 * 1024 * 1024
+STATE_VERSION = 1
+MAX_SAMPLE_ERRORS = 100
+
+Fields = dict[str, Any]
 
 
 class BatchInputError(ValueError):
@@ -42,7 +71,17 @@ class RowError:
 class BatchReport:
     rows_read: int = 0
     rows_scored: int = 0
-    errors: list[RowError] = field(default_factory=list)
+    rows_failed: int = 0
+    label_counts: dict[str, Counter[str]] = field(default_factory=dict)
+    chunks_resumed: int = 0
+    seconds: float = 0.0
+    text_column: str | None = None
+    id_column: str | None = None
+    errors: list[RowError] = field(default_factory=list)  # the first MAX_SAMPLE_ERRORS
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -53,14 +92,39 @@ class Row:
     raw: str | None = None
 
 
-def file_format(path: Path) -> str:
-    try:
-        return FORMATS[path.suffix.lower()]
-    except KeyError:
-        known = ", ".join(sorted(FORMATS))
-        raise BatchInputError(
-            f"{path}: unknown file type {path.suffix!r}; use one of {known}"
-        ) from None
+@dataclass(frozen=True)
+class FileType:
+    format: str
+    gzip: bool = False
+
+    @property
+    def suffix(self) -> str:
+        suffix = {"jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}
+        return suffix[self.format] + (".gz" if self.gzip else "")
+
+
+def file_type(path: Path) -> FileType:
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    stem = Path(name[:-3]) if compressed else Path(name)
+    fmt = FORMATS.get(stem.suffix)
+    if fmt is None or (compressed and fmt == "parquet"):
+        known = ", ".join(sorted({*FORMATS, *(f"{k}.gz" for k in FORMATS if k != ".parquet")}))
+        raise BatchInputError(f"{path}: unknown file type {path.name!r}; use one of {known}")
+    return FileType(fmt, compressed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _open_binary(path: Path, kind: FileType) -> IO[bytes]:
+    return cast(IO[bytes], gzip.open(path, "rb")) if kind.gzip else path.open("rb")
+
+
+def _has_bad_bytes(value: Any) -> bool:
+    # surrogateescape turns undecodable bytes into lone surrogates: their presence means bad UTF-8.
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def _jsonl_rows(handle: IO[bytes]) -> Iterator[Row]:
@@ -84,71 +148,269 @@ def _jsonl_rows(handle: IO[bytes]) -> Iterator[Row]:
         yield Row(number, record)
 
 
-def _has_bad_bytes(value: Any) -> bool:
-    # surrogateescape turns undecodable bytes into lone surrogates: their presence means bad UTF-8.
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def _csv_rows(handle: IO[str], text_column: str) -> Iterator[Row]:
-    reader = csv.DictReader(handle)
-    header = reader.fieldnames
-    if not header:
-        raise BatchInputError("the CSV file is empty: no header row")
-    if any(_has_bad_bytes(name) for name in header):
-        raise BatchInputError("the CSV header is not valid UTF-8")
-    if text_column not in header:
-        raise BatchInputError(
-            f"the CSV has no {text_column!r} column (columns: {', '.join(header)}); "
-            "choose one with --text-column"
-        )
+def _delimited_rows(reader: Iterator[list[str]], header: list[str]) -> Iterator[Row]:
     number = 0
     while True:
         number += 1
         try:
-            record = next(reader)
+            values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Row(number, None, f"malformed CSV: {exc}")
+            yield Row(number, None, f"malformed row: {exc}")
             continue
-        if None in record:
-            extra = record.pop(None)  # type: ignore[call-overload,unused-ignore]
-            yield Row(
-                number,
-                None,
-                f"{len(extra)} more fields than the header has",
-                str([*record.values(), *extra]),
-            )
-        elif any(_has_bad_bytes(value) for value in record.values()):
-            yield Row(number, None, "invalid UTF-8", str(list(record.values())))
+        if not values:
+            number -= 1  # a blank line is no row
+            continue
+        raw = str(values)
+        if len(values) > len(header):
+            extra = len(values) - len(header)
+            yield Row(number, None, f"{extra} more fields than the header has", raw)
+        elif len(values) < len(header):
+            missing = len(header) - len(values)
+            yield Row(number, None, f"{missing} fewer fields than the header has", raw)
+        elif any(_has_bad_bytes(value) for value in values):
+            yield Row(number, None, "invalid UTF-8", raw)
         else:
+            yield Row(number, dict(zip(header, values, strict=True)))
+
+
+def _parquet_rows(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            number += 1
             yield Row(number, record)
 
 
-class _JsonlWriter:
-    def __init__(self, handle: IO[str]):
-        self.handle = handle
+@dataclass
+class Source:
+    """An open input: its columns (None for JSONL: each object has its own) and its rows."""
 
-    def write(self, record: dict[str, Any], fields: dict[str, Any]) -> None:
-        self.handle.write(json.dumps({**record, **fields}, ensure_ascii=False) + "\n")
+    columns: list[str] | None
+    rows: Iterator[Row]
 
 
-class _CsvWriter:
-    def __init__(self, handle: IO[str], scorer: Scorer):
-        self.handle = handle
-        self.tasks = scorer.tasks
-        self.writer: csv.DictWriter[str] | None = None
+@contextmanager
+def open_source(path: Path, kind: FileType) -> Iterator[Source]:
+    if not path.is_file():
+        raise BatchInputError(f"input file {path} does not exist")
+    if kind.format == "parquet":
+        import pyarrow.parquet as pq
 
-    def write(self, record: dict[str, Any], fields: dict[str, Any]) -> None:
-        flat = dict(record)
-        for task in self.tasks:
-            flat[f"label.{task.value}"] = fields["labels"][task.value]
-            for label in LABELS[task]:
-                flat[f"score.{task.value}.{label}"] = round(fields["scores"][task.value][label], 6)
-        if self.writer is None:
-            self.writer = csv.DictWriter(self.handle, fieldnames=list(flat), extrasaction="ignore")
-            self.writer.writeheader()
-        self.writer.writerow(flat)
+        try:
+            names = list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
+            raise BatchInputError(f"{path} is not a readable Parquet file: {exc}") from exc
+        yield Source(names, _parquet_rows(path))
+        return
+    if kind.format == "jsonl":
+        with _open_binary(path, kind) as binary:
+            yield Source(None, _jsonl_rows(binary))
+        return
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with (
+        _open_binary(path, kind) as binary,
+        io.TextIOWrapper(
+            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        ) as text,
+    ):
+        reader = csv.reader(text, delimiter=DELIMITERS[kind.format])
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise BatchInputError(f"{path} is empty: no header row") from None
+        except (csv.Error, OSError, EOFError) as exc:
+            raise BatchInputError(f"{path}: cannot read the header: {exc}") from exc
+        if any(_has_bad_bytes(name) for name in header):
+            raise BatchInputError(f"{path}: the header is not valid UTF-8")
+        if len(set(header)) != len(header):
+            raise BatchInputError(f"{path}: the header repeats a column name: {header}")
+        yield Source(header, _delimited_rows(reader, header))
+
+
+def count_rows(path: Path) -> int:
+    """Rows in the input (a quick pass without scoring), for progress and ETA."""
+    kind = file_type(path)
+    if kind.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    with open_source(path, kind) as source:
+        return sum(1 for _ in source.rows)
+
+
+def find_column(
+    columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str
+) -> str | None:
+    """``wanted`` if given (it must exist), else the first common export name present."""
+    if wanted is not None:
+        if wanted not in columns:
+            raise BatchInputError(
+                f"no {wanted!r} column (columns: {', '.join(columns)}); "
+                f"choose the {what} column with --{what}-column"
+            )
+        return wanted
+    by_name = {column.strip().lower(): column for column in columns}
+    return next((by_name[name] for name in candidates if name in by_name), None)
+
+
+def _missing_text_column(columns: Sequence[str], kind: FileType) -> BatchInputError:
+    hint = ""
+    if len(columns) == 1 and kind.format in DELIMITERS:
+        other = {";": "semicolons", "\t": "tabs", ",": "commas", "|": "pipes"}
+        found = [name for sep, name in other.items() if sep in columns[0]]
+        if found:
+            hint = (
+                f"; the header is one column holding {found[0]}: is the delimiter right? "
+                f"(.csv means commas, .tsv tabs)"
+            )
+    return BatchInputError(
+        f"no text column found (looked for {', '.join(TEXT_COLUMNS)}; columns: "
+        f"{', '.join(columns)}){hint}; choose one with --text-column"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing one part per chunk
+
+
+def _flat_value(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def score_columns(tasks: Sequence[Task]) -> list[str]:
+    columns = []
+    for task in tasks:
+        columns.append(f"label.{task.value}")
+        columns.extend(f"score.{task.value}.{label}" for label in LABELS[task])
+    return columns
+
+
+def _flatten(record: dict[str, Any], fields: Fields, columns: list[str]) -> dict[str, Any]:
+    flat = {column: _flat_value(record.get(column)) for column in columns}
+    for task, label in fields["labels"].items():
+        flat[f"label.{task}"] = label
+        for name, probability in fields["scores"][task].items():
+            flat[f"score.{task}.{name}"] = round(probability, 6)
+    return flat
+
+
+def _encode_text_part(
+    kind: FileType, rows: list[tuple[dict[str, Any], Fields]], columns: list[str], header: bool
+) -> bytes:
+    buffer = io.StringIO()
+    if kind.format == "jsonl":
+        for record, fields in rows:
+            buffer.write(json.dumps({**record, **fields}, ensure_ascii=False, default=str) + "\n")
+    else:
+        writer = csv.writer(buffer, delimiter=DELIMITERS[kind.format], lineterminator="\n")
+        if header:
+            writer.writerow(columns)
+        for record, fields in rows:
+            flat = _flatten(record, fields, columns)
+            writer.writerow(["" if flat[c] is None else flat[c] for c in columns])
+    data = buffer.getvalue().encode("utf-8", "surrogateescape")
+    # Each part of a .gz output is a complete gzip member: members joined are one valid file.
+    return gzip.compress(data, mtime=0) if kind.gzip else data
+
+
+def _parquet_schema(columns: list[str], input_columns: int) -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(
+                name,
+                pa.string() if i < input_columns or name.startswith("label.") else pa.float64(),
+            )
+            for i, name in enumerate(columns)
+        ]
+    )
+
+
+def _write_parquet_part(
+    path: Path, rows: list[tuple[dict[str, Any], Fields]], columns: list[str], input_columns: int
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flats = [_flatten(record, fields, columns[:input_columns]) for record, fields in rows]
+    schema = _parquet_schema(columns, input_columns)
+    table = pa.Table.from_pylist(flats, schema=schema)
+    pq.write_table(table, path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+
+
+class Engine(Protocol):
+    """Turns chunks of texts into API fields, chunk by chunk, in order."""
+
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]: ...
+
+
+class LocalEngine:
+    """The scorer in this process (the ONNX scorer already uses every core)."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]:
+        for texts in chunks:
+            predictions = self.scorer.predict(texts) if texts else []
+            yield [prediction_fields(p) for p in predictions]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Chunk:
+    index: int
+    rows: int
+    valid: list[tuple[dict[str, Any], str]]
+    errors: list[RowError]
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _part_meta(work: Path, index: int) -> Path:
+    return work / f"part-{index:06d}.json"
+
+
+def _completed_chunks(work: Path) -> int:
+    done = 0
+    while _part_meta(work, done).exists():
+        done += 1
+    return done
+
+
+def _error_line(error: RowError, id_column: str | None) -> str:
+    entry: dict[str, Any] = {"row": error.row, "message": error.message}
+    if id_column and isinstance(error.record, dict) and id_column in error.record:
+        entry["id"] = error.record[id_column]
+    entry["record"] = error.record
+    entry["raw"] = error.raw
+    # ASCII escapes keep undecodable bytes (lone surrogates) writable.
+    return json.dumps(entry, default=str) + "\n"
 
 
 def score_file(
@@ -156,52 +418,218 @@ def score_file(
     input_path: Path,
     output_path: Path,
     errors_path: Path | None = None,
-    text_column: str = "text",
+    text_column: str | None = None,
+    id_column: str | None = None,
     max_chars: int = 5000,
-    batch_size: int = 256,
+    chunk_rows: int = 2048,
+    engine: Engine | None = None,
+    restart: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> BatchReport:
-    """Stream ``input_path`` through the scorer into ``output_path``; bad rows go to ``errors_path``."""
-    in_format, out_format = file_format(input_path), file_format(output_path)
-    if not input_path.is_file():
-        raise BatchInputError(f"input file {input_path} does not exist")
+    """Stream ``input_path`` through the engine into ``output_path``; bad rows go to
+    ``errors_path`` (default ``OUTPUT.errors.jsonl``). Rerunning after a crash resumes."""
+    started = time.perf_counter()
+    in_kind, out_kind = file_type(input_path), file_type(output_path)
+    if input_path.resolve() == output_path.resolve():
+        raise BatchInputError("the output would overwrite the input; choose another path")
     errors_path = errors_path or output_path.with_name(output_path.name + ".errors.jsonl")
-    report = BatchReport()
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    with (
-        input_path.open("rb") as raw_in,
-        input_path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as text_in,
-        output_path.open("w", encoding="utf-8", newline="") as out,
-        errors_path.open("w", encoding="utf-8") as errors_out,
-    ):
-        rows = _jsonl_rows(raw_in) if in_format == "jsonl" else _csv_rows(text_in, text_column)
-        writer = _JsonlWriter(out) if out_format == "jsonl" else _CsvWriter(out, scorer)
-        pending: list[tuple[dict[str, Any], str]] = []
+    work = output_path.with_name(output_path.name + ".parts")
+    engine = engine or LocalEngine(scorer)
+    tasks = list(scorer.tasks)
+    report = BatchReport(label_counts={task.value: Counter() for task in tasks})
 
-        def flush() -> None:
-            predictions = scorer.predict([text for _, text in pending])
-            for (record, _), prediction in zip(pending, predictions, strict=True):
-                writer.write(record, prediction_fields(prediction))
-            report.rows_scored += len(pending)
-            pending.clear()
+    with open_source(input_path, in_kind) as source:
+        rows = source.rows
+        columns = source.columns
+        first: list[Row] = []
+        if columns is None:  # JSONL: the columns of the first object
+            for row in rows:
+                first.append(row)
+                if row.record is not None:
+                    columns = list(row.record)
+                    break
+            columns = columns or []
+        text_name = find_column(columns, text_column, TEXT_COLUMNS, "text")
+        if text_name is None and columns:
+            raise _missing_text_column(columns, in_kind)
+        text_name = text_name or text_column or "text"
+        id_name = find_column(columns, id_column, ID_COLUMNS, "id") if columns else id_column
+        report.text_column, report.id_column = text_name, id_name
+        out_columns = [*columns, *score_columns(tasks)]
+        state = {
+            "version": STATE_VERSION,
+            "input": _fingerprint(input_path),
+            "output": out_kind.suffix,
+            "text_column": text_name,
+            "chunk_rows": chunk_rows,
+            "max_chars": max_chars,
+            "model": [scorer.name, scorer.version],
+            "columns": out_columns,
+        }
+        done = _prepare_work_dir(work, state, restart)
+        report.chunks_resumed = done
+        rows_iter = _chained(first, rows)
 
-        for row in rows:
-            report.rows_read += 1
-            message = row.error
-            if row.record is not None:
+        def chunks() -> Iterator[_Chunk]:
+            index = 0
+            while True:
+                batch: list[Row] = []
                 try:
-                    if text_column not in row.record:
-                        raise InvalidTextError(f"no {text_column!r} field")
-                    pending.append((row.record, check_text(row.record[text_column], max_chars)))
-                except InvalidTextError as exc:
-                    message = str(exc)
-            if message is not None:
-                error = RowError(row.number, message, row.record, row.raw)
-                report.errors.append(error)
-                logger.warning("row %d: %s", row.number, message)
-                # ASCII escapes keep undecodable bytes (lone surrogates) writable.
-                errors_out.write(json.dumps(error.__dict__, default=str) + "\n")
-            if len(pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
+                    for row in rows_iter:
+                        batch.append(row)
+                        if len(batch) == chunk_rows:
+                            break
+                except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt file
+                    raise BatchInputError(
+                        f"{input_path}: cannot read beyond chunk {index}: {exc}; the "
+                        "completed chunks are kept"
+                    ) from exc
+                if not batch:
+                    return
+                if index < done:  # written by an earlier run
+                    if progress is not None:
+                        progress(len(batch))
+                    index += 1
+                    continue
+                valid, errors = [], []
+                for row in batch:
+                    message = row.error
+                    if row.record is not None:
+                        try:
+                            if text_name not in row.record:
+                                raise InvalidTextError(f"no {text_name!r} field")
+                            valid.append((row.record, check_text(row.record[text_name], max_chars)))
+                        except InvalidTextError as exc:
+                            message = str(exc)
+                    if message is not None:
+                        errors.append(RowError(row.number, message, row.record, row.raw))
+                yield _Chunk(index, len(batch), valid, errors)
+                index += 1
+
+        pending: list[_Chunk] = []
+
+        def texts() -> Iterator[list[str]]:
+            for chunk in chunks():
+                pending.append(chunk)
+                yield [text for _, text in chunk.valid]
+
+        for fields in engine.score(texts()):
+            chunk = pending.pop(0)
+            scored = [(record, f) for (record, _), f in zip(chunk.valid, fields, strict=True)]
+            _write_part(work, chunk, scored, out_kind, out_columns, len(columns), id_name)
+            if progress is not None:
+                progress(chunk.rows)
+
+    _assemble(work, output_path, errors_path, out_kind, out_columns, len(columns), report)
+    report.seconds = time.perf_counter() - started
     return report
+
+
+def _chained(first: list[Row], rest: Iterator[Row]) -> Iterator[Row]:
+    yield from first
+    yield from rest
+
+
+def _prepare_work_dir(work: Path, state: dict[str, Any], restart: bool) -> int:
+    """Chunks an earlier run of the same command completed (0 for a fresh run)."""
+    state_file = work / "state.json"
+    if work.exists() and not restart:
+        try:
+            earlier = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            earlier = None
+        if earlier == state:
+            done = _completed_chunks(work)
+            if done:
+                logger.info("resuming after %d completed chunks in %s", done, work)
+            return done
+        if earlier is not None:
+            raise BatchInputError(
+                f"{work} holds an unfinished run with another input, model or options; "
+                "rerun that command to finish it, or pass --restart to discard it"
+            )
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _atomic_write(state_file, json.dumps(state).encode())
+    return 0
+
+
+def _write_part(
+    work: Path,
+    chunk: _Chunk,
+    scored: list[tuple[dict[str, Any], Fields]],
+    kind: FileType,
+    columns: list[str],
+    input_columns: int,
+    id_column: str | None,
+) -> None:
+    """Data, then errors, then the meta file: the meta file's presence marks the chunk done."""
+    data = work / f"part-{chunk.index:06d}{kind.suffix}"
+    if kind.format == "parquet":
+        temporary = data.with_name(data.name + ".tmp")
+        _write_parquet_part(temporary, scored, columns, input_columns)
+        os.replace(temporary, data)
+    else:
+        _atomic_write(data, _encode_text_part(kind, scored, columns, header=chunk.index == 0))
+    errors = "".join(_error_line(e, id_column) for e in chunk.errors)
+    _atomic_write(work / f"errors-{chunk.index:06d}.jsonl", errors.encode())
+    labels: dict[str, Counter[str]] = {}
+    for _, fields in scored:
+        for task, label in fields["labels"].items():
+            labels.setdefault(task, Counter())[label] += 1
+    meta = {
+        "rows": chunk.rows,
+        "scored": len(scored),
+        "failed": len(chunk.errors),
+        "labels": labels,
+        "sample_errors": [
+            {"row": e.row, "message": e.message} for e in chunk.errors[:MAX_SAMPLE_ERRORS]
+        ],
+    }
+    _atomic_write(_part_meta(work, chunk.index), json.dumps(meta).encode())
+
+
+def _assemble(
+    work: Path,
+    output: Path,
+    errors_path: Path,
+    kind: FileType,
+    columns: list[str],
+    input_columns: int,
+    report: BatchReport,
+) -> None:
+    """Join the parts in order into the output and the errors file, then remove them."""
+    count = _completed_chunks(work)
+    temporary = output.with_name(output.name + ".tmp")
+    if kind.format == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = _parquet_schema(columns, input_columns)
+        with pq.ParquetWriter(temporary, schema) as writer:
+            for index in range(count):
+                writer.write_table(pq.read_table(work / f"part-{index:06d}{kind.suffix}"))
+    else:
+        with temporary.open("wb") as out:
+            if count == 0 and kind.format != "jsonl":
+                out.write(_encode_text_part(kind, [], columns, header=True))
+            for index in range(count):
+                with (work / f"part-{index:06d}{kind.suffix}").open("rb") as part:
+                    shutil.copyfileobj(part, out)
+    errors_temporary = errors_path.with_name(errors_path.name + ".tmp")
+    with errors_temporary.open("wb") as errors_out:
+        for index in range(count):
+            with (work / f"errors-{index:06d}.jsonl").open("rb") as part:
+                shutil.copyfileobj(part, errors_out)
+    for index in range(count):
+        meta = json.loads(_part_meta(work, index).read_text(encoding="utf-8"))
+        report.rows_read += meta["rows"]
+        report.rows_scored += meta["scored"]
+        report.rows_failed += meta["failed"]
+        for task, counts in meta["labels"].items():
+            report.label_counts.setdefault(task, Counter()).update(counts)
+        room = MAX_SAMPLE_ERRORS - len(report.errors)
+        report.errors.extend(RowError(e["row"], e["message"]) for e in meta["sample_errors"][:room])
+    os.replace(temporary, output)
+    os.replace(errors_temporary, errors_path)
+    shutil.rmtree(work)

@@ -33,6 +33,8 @@ def _error(status: int, code: str, message: str, **extra: object) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from service.batch import BatchInputError
+    from service.batch_jobs import JobNotDone, JobNotFound
     from service.queue import (
         AlreadyDecided,
         BulkDecisionError,
@@ -47,6 +49,9 @@ def install_error_handlers(app: FastAPI) -> None:
     simple: dict[type[Exception], tuple[int, str]] = {
         Forbidden: (403, "forbidden"),
         CommentNotFound: (404, "not_found"),
+        JobNotFound: (404, "not_found"),
+        JobNotDone: (409, "not_done"),
+        BatchInputError: (422, "invalid_batch"),
         ClaimedByOther: (409, "claimed_by_other"),
         AlreadyDecided: (409, "already_decided"),
         TooManyComments: (413, "too_many_comments"),

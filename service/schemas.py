@@ -366,3 +366,21 @@ class SuggestRequest(BaseModel):
 
 CommentScore.model_rebuild()
 QueueItemOut.model_rebuild()
+
+
+class BatchJobOut(BaseModel):
+    id: int
+    status: str = Field(description="queued, running, done or failed.")
+    input_name: str
+    text_column: str | None = Field(description="Found by name unless given at upload.")
+    rows_total: int | None = Field(description="Rows in the file (known once the job starts).")
+    rows_done: int
+    rows_failed: int = Field(description="Rows set aside in the errors file.")
+    rows_per_second: float | None
+    eta_seconds: float | None = Field(description="Estimated time left while running.")
+    error: str | None = Field(description="Why the job failed.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result_url: str | None = Field(description="Download link once done.")
+    errors_url: str | None

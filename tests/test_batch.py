@@ -1,4 +1,5 @@
 import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def test_bad_csv_rows_are_reported_with_row_numbers_and_the_rest_scored(
         (4, "text has 5001 characters; the limit is 5000"),
         (5, "2 more fields than the header has"),
     ]
+    assert report.rows_failed == 4
     assert [r["id"] for r in _read_jsonl(tmp_path / "out.jsonl")] == ["1", "6"]
     errors = _read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert [e["row"] for e in errors] == [2, 3, 4, 5]
@@ -97,13 +99,43 @@ def test_bad_jsonl_rows_are_reported_and_skipped(tiny_scorer: Scorer, tmp_path: 
     assert _read_jsonl(tmp_path / "bad.jsonl")[0]["raw"] == '{"id": 2, "text": "unterminated'
 
 
-def test_text_column_can_be_chosen(tiny_scorer: Scorer, tmp_path: Path) -> None:
+def test_text_column_is_found_by_name_or_chosen(tiny_scorer: Scorer, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
-    source.write_text("message\nhello\n", encoding="utf-8")
-    with pytest.raises(BatchInputError, match="no 'text' column \\(columns: message\\)"):
+    source.write_text("Message_ID,Full_Text\nm1,hello\n", encoding="utf-8")
+    report = score_file(tiny_scorer, source, tmp_path / "out.csv")
+    assert (report.text_column, report.id_column, report.rows_scored) == (
+        "Full_Text",
+        "Message_ID",
+        1,
+    )
+    source.write_text("message_id,caption,note\nm1,hello,x\n", encoding="utf-8")
+    report = score_file(tiny_scorer, source, tmp_path / "out.csv")
+    assert (report.text_column, report.id_column) == ("caption", "message_id")
+    report = score_file(tiny_scorer, source, tmp_path / "out.csv", text_column="note")
+    assert report.text_column == "note"
+    with pytest.raises(
+        BatchInputError, match="no 'nope' column \\(columns: message_id, caption, note\\)"
+    ):
+        score_file(tiny_scorer, source, tmp_path / "out.csv", text_column="nope")
+    source.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(BatchInputError, match=r"no text column found .*columns: a, b"):
         score_file(tiny_scorer, source, tmp_path / "out.csv")
-    report = score_file(tiny_scorer, source, tmp_path / "out.csv", text_column="message")
+
+
+def test_wrong_delimiter_is_named(tiny_scorer: Scorer, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id;text\n1;hello\n", encoding="utf-8")
+    with pytest.raises(BatchInputError, match="holding semicolons: is the delimiter right"):
+        score_file(tiny_scorer, source, tmp_path / "out.csv")
+    tabbed = tmp_path / "in.tsv"
+    tabbed.write_text("id\ttext\n1\thello, there\n", encoding="utf-8")
+    report = score_file(tiny_scorer, tabbed, tmp_path / "out.jsonl")
     assert report.rows_scored == 1
+    assert _read_jsonl(tmp_path / "out.jsonl")[0]["text"] == "hello, there"
+
+
+_GZIPPED = gzip.compress(b"text\n" + b"".join(b"comment %d\n" % (i * 7919) for i in range(20_000)))
+TRUNCATED_GZIP = _GZIPPED[: len(_GZIPPED) // 2]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +143,11 @@ def test_text_column_can_be_chosen(tiny_scorer: Scorer, tmp_path: Path) -> None:
     [
         ("in.csv", b"", "empty"),
         ("in.txt", b"text\nx\n", "unknown file type"),
+        ("in.parquet.gz", b"text\nx\n", "unknown file type"),
         ("in.csv", b"te\xffxt\nx\n", "header is not valid UTF-8"),
+        ("in.csv", b"text,text\nx,y\n", "repeats a column name"),
+        ("in.parquet", b"text\nx\n", "not a readable Parquet file"),
+        ("in.csv.gz", TRUNCATED_GZIP, "cannot read beyond chunk .*end-of-stream marker"),
     ],
 )
 def test_unreadable_inputs_fail_with_a_clear_message(
@@ -141,7 +177,7 @@ def test_twenty_thousand_rows(tiny_scorer: Scorer, tmp_path: Path) -> None:
         writer.writerow(["id", "text"])
         for i in range(20_000):
             writer.writerow([i, f"comment {i} can you help with order {i % 97}?"])
-    report = score_file(tiny_scorer, source, tmp_path / "big.jsonl", batch_size=1024)
+    report = score_file(tiny_scorer, source, tmp_path / "big.jsonl", chunk_rows=1024)
     assert report.rows_scored == 20_000 and not report.errors
     with (tmp_path / "big.jsonl").open(encoding="utf-8") as handle:
         assert sum(1 for _ in handle) == 20_000

@@ -165,16 +165,22 @@ class ReplyTemplate(Base):
 
 
 class BatchJob(Base):
-    """A batch scoring job run by the service (used by the batch-jobs feature)."""
+    """An uploaded file scored in the background (``POST /v1/batches``); survives restarts."""
 
     __tablename__ = "batch_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))  # queued, running, done, failed
     input_path: Mapped[str] = mapped_column(String(2048))
     output_path: Mapped[str] = mapped_column(String(2048))
+    input_name: Mapped[str] = mapped_column(String(300), default="")
+    text_column: Mapped[str | None] = mapped_column(String(200), default=None)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
     rows_total: Mapped[int | None] = mapped_column(default=None)
     rows_done: Mapped[int] = mapped_column(default=0)
+    rows_failed: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
