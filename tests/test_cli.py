@@ -38,13 +38,14 @@ def test_score_command_writes_output_and_reports_bad_rows(
 
 def test_score_command_names_the_missing_column(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
-    source.write_text("body\nhello\n", encoding="utf-8")
+    source.write_text("remark\nhello\n", encoding="utf-8")
     args = ["score", str(source), "-o", str(tmp_path / "o.csv"), "--model-dir", str(tiny_model_dir)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 2
-    assert "no 'text' column" in result.output
-    ok = runner.invoke(app, [*args, "--text-column", "body"])
+    assert "no text column found" in result.output and "--text-column" in result.output
+    ok = runner.invoke(app, [*args, "--text-column", "remark"])
     assert ok.exit_code == 0, ok.output
+    assert "scored 1 of 1 rows" in ok.output and "text column 'remark'" in ok.output
 
 
 def test_score_command_rejects_a_broken_model(tmp_path: Path) -> None:

@@ -387,6 +387,10 @@ ROUTES = {
     ("PUT", "/v1/templates/{template_id}"): "admin",
     ("DELETE", "/v1/templates/{template_id}"): "admin",
     ("POST", "/v1/replies/suggest"): "moderate",
+    ("POST", "/v1/batches"): "score",
+    ("GET", "/v1/batches/{job_id}"): "score",
+    ("GET", "/v1/batches/{job_id}/result"): "score",
+    ("GET", "/v1/batches/{job_id}/errors"): "score",
 }
 
 
