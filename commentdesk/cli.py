@@ -107,8 +107,13 @@ def score(
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output file; its extension sets the format.")
-    ],
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file; its extension sets the format (default: INPUT.scored, same format).",
+        ),
+    ] = None,
     text_column: Annotated[
         str | None, typer.Option(help="Column of the comment text (default: found by name).")
     ] = None,
@@ -143,13 +148,20 @@ def score(
 
     from model.errors import ArtifactError
     from model.scorer import load_scorer
-    from service.batch import BatchInputError, Engine, count_rows, file_type, score_file
+    from service.batch import (
+        BatchInputError,
+        Engine,
+        count_rows,
+        default_output,
+        file_type,
+        score_file,
+    )
 
     if engine not in ("local", "ray"):
         _fail(f"unknown engine {engine!r}; use local or ray")
     settings = _settings(model_dir=model_dir)
+    output = output or default_output(input_path)
     try:
-        file_type(input_path)
         file_type(output)
         total = count_rows(input_path) if progress and input_path.is_file() else None
         scorer = load_scorer(

@@ -114,6 +114,14 @@ def file_type(path: Path) -> FileType:
     return FileType(fmt, compressed)
 
 
+def default_output(path: Path) -> Path:
+    """``comments.csv.gz`` -> ``comments.scored.csv.gz``: same folder, same format."""
+    name = path.name
+    compressed = name.lower().endswith(".gz")
+    stem, extension = os.path.splitext(name[:-3] if compressed else name)
+    return path.with_name(f"{stem}.scored{extension}{'.gz' if compressed else ''}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 

@@ -1,3 +1,4 @@
+import gzip
 import json
 from pathlib import Path
 
@@ -46,6 +47,20 @@ def test_score_command_names_the_missing_column(tiny_model_dir: Path, tmp_path: 
     ok = runner.invoke(app, [*args, "--text-column", "remark"])
     assert ok.exit_code == 0, ok.output
     assert "scored 1 of 1 rows" in ok.output and "text column 'remark'" in ok.output
+
+
+def test_score_command_writes_beside_the_input_by_default(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "export.tsv.gz"
+    source.write_bytes(gzip.compress(b"comment_id\tbody\nc1\thello there\nc2\t\n"))
+    result = runner.invoke(app, ["score", str(source), "--model-dir", str(tiny_model_dir)])
+    assert result.exit_code == 1, result.output  # one row rejected: its text is empty
+    scored = gzip.decompress((tmp_path / "export.scored.tsv.gz").read_bytes()).decode()
+    assert scored.splitlines()[1].startswith("c1\thello there\t")
+    rejected = (tmp_path / "export.scored.tsv.gz.errors.jsonl").read_text()
+    assert '"id": "c2"' in rejected and "text is empty" in rejected
+    assert "sentiment:" in result.output and "1 rows rejected" in result.output
 
 
 def test_score_command_rejects_a_broken_model(tmp_path: Path) -> None:

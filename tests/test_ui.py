@@ -186,6 +186,15 @@ def sign_in(page: Page, live: LiveUi, role: Role = Role.MODERATOR, view: str = "
         page.goto(f"{live.url}/ui/queue?view={view}")
 
 
+def wait_for_count(page: Page, view: str, count: int) -> None:
+    """The view's counter shows ``count`` (it is updated when the server answers)."""
+    page.wait_for_function(
+        '([view, count]) => document.querySelector(`[data-count="${view}"]`).textContent'
+        " === String(count)",
+        arg=[view, count],
+    )
+
+
 def card_ids(page: Page) -> list[int]:
     return [int(i) for i in page.locator("#cards .card:not(.pending)").evaluate_all(
         "cards => cards.map(c => c.dataset.id)"
@@ -246,7 +255,7 @@ def test_keyboard_decisions_and_history(live: LiveUi, watched: Watched) -> None:
     page.keyboard.press("e")  # escalate the first card: it stays, marked
     wait_for(lambda: len(live.decisions()) == 2)
     assert live.decisions()[1].action == "escalate"
-    assert "escalated" in (page.locator(f"#c{order[0]}").get_attribute("class") or "")
+    page.wait_for_selector(f"#c{order[0]}.escalated")  # marked once the server answered
 
     page.keyboard.press("k")
     page.keyboard.press("l")  # relabel the first card's sentiment
@@ -311,7 +320,7 @@ def test_bulk_hide_of_selected_items(live: LiveUi, watched: Watched) -> None:
     assert {d.action for d in live.decisions()} == {"hide"}
     assert len({d.created_at for d in live.decisions()}) == 1, "one all-or-nothing request"
     assert card_ids(page) == order[3:]
-    assert page.locator('[data-count="all"]').inner_text() == "2"
+    wait_for_count(page, "all", 2)
     assert sorted(ids) == sorted(order)
 
 
@@ -331,7 +340,7 @@ def test_a_moderator_clears_50_items_with_the_keyboard_only(live: LiveUi, watche
     assert len({d.comment_id for d in decisions}) == 50
     assert live.open_items() == 10
     page.wait_for_function("document.querySelectorAll('#cards .card').length === 10")
-    assert page.locator('[data-count="all"]').inner_text() == "10"
+    wait_for_count(page, "all", 10)
     assert not watched.errors and not watched.dialogs
     # 50 key presses, nothing else; the time is reported, not asserted (a test is not a benchmark).
     print(f"cleared 50 items with 50 key presses in {elapsed:.1f} s")
@@ -346,7 +355,7 @@ def test_new_items_appear_without_a_reload(live: LiveUi, watched: Watched) -> No
     (new_id,) = live.ingest([{"author": "sam_r", "text": COMMENTS[3][1]}])
     page.wait_for_selector(f"#c{new_id}")
     assert page.evaluate("window.__marker") == "same page"
-    assert page.locator('[data-count="all"]').inner_text() == "2"
+    wait_for_count(page, "all", 2)
 
 
 def test_untrusted_text_never_executes(live: LiveUi, watched: Watched) -> None:
