@@ -139,7 +139,8 @@ def main() -> None:
         print(
             f"input: {args.rows:,} rows from {len(tweets):,} distinct tweets, {size / 1e6:.0f} MB"
         )
-        offline = offline_rate(args.model_dir, tweets[: args.offline_rows])
+        sample = tweets[: args.offline_rows]
+        offline = offline_rate(args.model_dir, sample)
         print(f"(o) offline scorer, {args.offline_rows:,} texts in memory: {offline:,.0f} rows/s")
         ray_rows = min(args.ray_rows or args.rows, args.rows)
         ray_source = source
@@ -147,6 +148,7 @@ def main() -> None:
             ray_source = Path(tmp) / "prefix.csv"
             build_csv(ray_source, ray_rows, tweets)
         outputs = {}
+        timings: dict[str, tuple[int, float]] = {}
         for engine in engines:
             output = Path(tmp) / f"out-{engine}.csv"
             rows, path = (ray_rows, ray_source) if engine == "ray" else (args.rows, source)
@@ -161,6 +163,14 @@ def main() -> None:
                 f"= {rate / offline:.0%} of offline, peak RSS {peak / 2**20:,.0f} MiB"
             )
             outputs[engine] = output
+            timings[engine] = (rows, seconds)
+        # This machine's speed drifts by 10-20 % over minutes: measure offline again afterwards
+        # and take the ratios against the mean of both measurements.
+        after = offline_rate(args.model_dir, sample)
+        mean = (offline + after) / 2
+        print(f"(o) offline scorer again: {after:,.0f} rows/s; mean {mean:,.0f} rows/s")
+        for engine, (rows, seconds) in timings.items():
+            print(f"    {engine} engine vs mean offline: {rows / seconds / mean:.0%}")
         if len(outputs) == 2:
             rows, agree, worst = compare(outputs["local"], outputs["ray"])
             print(

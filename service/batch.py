@@ -130,9 +130,15 @@ def _open_binary(path: Path, kind: FileType) -> IO[bytes]:
     return cast(IO[bytes], gzip.open(path, "rb")) if kind.gzip else path.open("rb")
 
 
-def _has_bad_bytes(value: Any) -> bool:
-    # surrogateescape turns undecodable bytes into lone surrogates: their presence means bad UTF-8.
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+def _has_bad_bytes(value: str) -> bool:
+    """surrogateescape turns undecodable bytes into lone surrogates, which UTF-8 cannot encode."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _jsonl_rows(handle: IO[bytes]) -> Iterator[Row]:
@@ -177,7 +183,7 @@ def _delimited_rows(reader: Iterator[list[str]], header: list[str]) -> Iterator[
         elif len(values) < len(header):
             missing = len(header) - len(values)
             yield Row(number, None, f"{missing} fewer fields than the header has", raw)
-        elif any(_has_bad_bytes(value) for value in values):
+        elif _has_bad_bytes("".join(values)):
             yield Row(number, None, "invalid UTF-8", raw)
         else:
             yield Row(number, dict(zip(header, values, strict=True)))
@@ -232,7 +238,7 @@ def open_source(path: Path, kind: FileType) -> Iterator[Source]:
             raise BatchInputError(f"{path} is empty: no header row") from None
         except (csv.Error, OSError, EOFError) as exc:
             raise BatchInputError(f"{path}: cannot read the header: {exc}") from exc
-        if any(_has_bad_bytes(name) for name in header):
+        if _has_bad_bytes("".join(header)):
             raise BatchInputError(f"{path}: the header is not valid UTF-8")
         if len(set(header)) != len(header):
             raise BatchInputError(f"{path}: the header repeats a column name: {header}")
@@ -301,17 +307,33 @@ def score_columns(tasks: Sequence[Task]) -> list[str]:
     return columns
 
 
-def _flatten(record: dict[str, Any], fields: Fields, columns: list[str]) -> dict[str, Any]:
-    flat = {column: _flat_value(record.get(column)) for column in columns}
-    for task, label in fields["labels"].items():
-        flat[f"label.{task}"] = label
-        for name, probability in fields["scores"][task].items():
-            flat[f"score.{task}.{name}"] = round(probability, 6)
-    return flat
+Layout = list[tuple[str, tuple[str, ...]]]  # (task, its labels) in output column order
+
+
+def layout_of(tasks: Sequence[Task]) -> Layout:
+    return [(task.value, LABELS[task]) for task in tasks]
+
+
+def _flat_row(
+    record: dict[str, Any], fields: Fields, inputs: Sequence[str], layout: Layout
+) -> list[Any]:
+    """Input values as text, then per task its label and probabilities (``score_columns`` order)."""
+    row = [_flat_value(record.get(column)) for column in inputs]
+    labels, scores = fields["labels"], fields["scores"]
+    for task, names in layout:
+        probabilities = scores[task]
+        row.append(labels[task])
+        row.extend(round(probabilities[name], 6) for name in names)
+    return row
 
 
 def _encode_text_part(
-    kind: FileType, rows: list[tuple[dict[str, Any], Fields]], columns: list[str], header: bool
+    kind: FileType,
+    rows: list[tuple[dict[str, Any], Fields]],
+    columns: list[str],
+    input_columns: int,
+    layout: Layout,
+    header: bool,
 ) -> bytes:
     buffer = io.StringIO()
     if kind.format == "jsonl":
@@ -321,9 +343,8 @@ def _encode_text_part(
         writer = csv.writer(buffer, delimiter=DELIMITERS[kind.format], lineterminator="\n")
         if header:
             writer.writerow(columns)
-        for record, fields in rows:
-            flat = _flatten(record, fields, columns)
-            writer.writerow(["" if flat[c] is None else flat[c] for c in columns])
+        inputs = columns[:input_columns]
+        writer.writerows(_flat_row(record, fields, inputs, layout) for record, fields in rows)
     data = buffer.getvalue().encode("utf-8", "surrogateescape")
     # Each part of a .gz output is a complete gzip member: members joined are one valid file.
     return gzip.compress(data, mtime=0) if kind.gzip else data
@@ -344,15 +365,23 @@ def _parquet_schema(columns: list[str], input_columns: int) -> Any:
 
 
 def _write_parquet_part(
-    path: Path, rows: list[tuple[dict[str, Any], Fields]], columns: list[str], input_columns: int
+    path: Path,
+    rows: list[tuple[dict[str, Any], Fields]],
+    columns: list[str],
+    input_columns: int,
+    layout: Layout,
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flats = [_flatten(record, fields, columns[:input_columns]) for record, fields in rows]
     schema = _parquet_schema(columns, input_columns)
-    table = pa.Table.from_pylist(flats, schema=schema)
-    pq.write_table(table, path)
+    inputs = columns[:input_columns]
+    flat = [_flat_row(record, fields, inputs, layout) for record, fields in rows]
+    values = list(zip(*flat, strict=True)) if flat else [() for _ in columns]
+    arrays = [
+        pa.array(column, type=field.type) for column, field in zip(values, schema, strict=True)
+    ]
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -464,6 +493,7 @@ def score_file(
         id_name = find_column(columns, id_column, ID_COLUMNS, "id") if columns else id_column
         report.text_column, report.id_column = text_name, id_name
         out_columns = [*columns, *score_columns(tasks)]
+        layout = layout_of(tasks)
         state = {
             "version": STATE_VERSION,
             "input": _fingerprint(input_path),
@@ -524,7 +554,7 @@ def score_file(
         for fields in engine.score(texts()):
             chunk = pending.pop(0)
             scored = [(record, f) for (record, _), f in zip(chunk.valid, fields, strict=True)]
-            _write_part(work, chunk, scored, out_kind, out_columns, len(columns), id_name)
+            _write_part(work, chunk, scored, out_kind, out_columns, len(columns), layout, id_name)
             if progress is not None:
                 progress(chunk.rows)
 
@@ -570,16 +600,20 @@ def _write_part(
     kind: FileType,
     columns: list[str],
     input_columns: int,
+    layout: Layout,
     id_column: str | None,
 ) -> None:
     """Data, then errors, then the meta file: the meta file's presence marks the chunk done."""
     data = work / f"part-{chunk.index:06d}{kind.suffix}"
     if kind.format == "parquet":
         temporary = data.with_name(data.name + ".tmp")
-        _write_parquet_part(temporary, scored, columns, input_columns)
+        _write_parquet_part(temporary, scored, columns, input_columns, layout)
         os.replace(temporary, data)
     else:
-        _atomic_write(data, _encode_text_part(kind, scored, columns, header=chunk.index == 0))
+        part = _encode_text_part(
+            kind, scored, columns, input_columns, layout, header=chunk.index == 0
+        )
+        _atomic_write(data, part)
     errors = "".join(_error_line(e, id_column) for e in chunk.errors)
     _atomic_write(work / f"errors-{chunk.index:06d}.jsonl", errors.encode())
     labels: dict[str, Counter[str]] = {}
@@ -620,7 +654,7 @@ def _assemble(
     else:
         with temporary.open("wb") as out:
             if count == 0 and kind.format != "jsonl":
-                out.write(_encode_text_part(kind, [], columns, header=True))
+                out.write(_encode_text_part(kind, [], columns, input_columns, [], header=True))
             for index in range(count):
                 with (work / f"part-{index:06d}{kind.suffix}").open("rb") as part:
                     shutil.copyfileobj(part, out)

@@ -132,7 +132,13 @@ def decide_items(
         raise TooManyComments(
             f"{len(request.decisions)} decisions in one request; the limit is {settings.queue.max_bulk_decisions}"
         )
-    requests = [
+    decided = decide_many(session, principal, decision_requests(request), policy)
+    return [decision_out(d) for d in decided]
+
+
+def decision_requests(request: BulkDecisionRequest) -> list[DecisionRequest]:
+    """The domain requests of a bulk body (shared with the web page's decisions)."""
+    return [
         DecisionRequest(
             comment_id=d.id,
             action=d.action,
@@ -143,4 +149,3 @@ def decide_items(
         )
         for d in request.decisions
     ]
-    return [decision_out(d) for d in decide_many(session, principal, requests, policy)]

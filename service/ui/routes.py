@@ -24,8 +24,9 @@ from model.tasks import LABELS, Task
 from service.auth import Permission, Unauthenticated, authenticate
 from service.db.tables import Comment, QueueItem, utcnow
 from service.deps import PolicyDep, SessionDep, SettingsDep, SuggesterDep
-from service.queue import DecisionRequest, Status, View, decide_many, get_comment, list_queue
+from service.queue import Status, View, decide_many, get_comment, list_queue
 from service.replies import ReplySuggester
+from service.routes.queue import decision_requests
 from service.schemas import BulkDecisionRequest
 from service.ui.sessions import SignedIn, end_session, find_session, start_session
 
@@ -169,16 +170,21 @@ def login_form(request: Request, error: str | None = None, status_code: int = 20
     """The sign-in form; a double-submit cookie guards it against cross-site sign-in."""
     token = secrets.token_urlsafe(32)
     response = _page(request, "login.html", {"csrf_token": token, "error": error}, status_code)
+    _set_cookie(response, request, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    """Scripts cannot read it, other sites cannot send it, and over HTTPS it stays there."""
     response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        max_age=3600,
+        name,
+        value,
+        max_age=max_age,
         path="/ui",
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    return response
 
 
 @router.post("/login", response_model=None)
@@ -201,15 +207,7 @@ def login(
     lifetime = timedelta(hours=settings.ui.session_hours)
     token = start_session(session, principal, lifetime, utcnow())
     response = RedirectResponse("/ui/queue", status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(lifetime.total_seconds()),
-        path="/ui",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    _set_cookie(response, request, SESSION_COOKIE, token, int(lifetime.total_seconds()))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui")
     return response
 
@@ -246,16 +244,21 @@ def queue_page(
         "counts": _counts(session),
         "cards": _cards(session, items, suggester, user, settings.replies.queue_suggestions),
         "poll_seconds": settings.ui.poll_seconds,
-        "page_size": settings.ui.page_size,
-        "tasks": {task.value: LABELS[task] for task in Task},
-        "can_moderate": user.principal.can(Permission.MODERATE),
+        **_card_context(user),
     }
     return _page(request, "queue.html", context)
 
 
+def _card_context(user: SignedIn) -> dict[str, Any]:
+    """What ``_card.html`` needs beside the card: the relabel choices and the action buttons."""
+    return {
+        "tasks": {task.value: LABELS[task] for task in Task},
+        "can_moderate": user.principal.can(Permission.MODERATE),
+    }
+
+
 @router.get("/queue/cards", response_class=JSONResponse)
 def queue_cards(
-    request: Request,
     user: UiUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -270,12 +273,8 @@ def queue_cards(
         for item in _open_page(session, view, settings.ui.page_size + len(present), utcnow())
         if item.comment_id not in present
     ][: settings.ui.page_size]
-    environment = templates.env
-    card = environment.get_template("_card.html")
-    context = {
-        "tasks": {task.value: LABELS[task] for task in Task},
-        "can_moderate": user.principal.can(Permission.MODERATE),
-    }
+    card = templates.env.get_template("_card.html")
+    context = _card_context(user)
     cards = [
         {"id": c["comment"].id, "html": card.render(card=c, **context)}
         for c in _cards(session, items, suggester, user, settings.replies.queue_suggestions)
@@ -292,18 +291,7 @@ def decisions(
 ) -> JSONResponse:
     """Decide one or many items, all or nothing, as the signed-in moderator."""
     user.principal.require(Permission.MODERATE)
-    requests = [
-        DecisionRequest(
-            comment_id=d.id,
-            action=d.action,
-            note=d.note,
-            reply_text=d.reply_text,
-            labels=d.labels,
-            template_id=d.template_id,
-        )
-        for d in body.decisions
-    ]
-    decided = decide_many(session, user.principal, requests, policy)
+    decided = decide_many(session, user.principal, decision_requests(body), policy)
     return JSONResponse({"decided": [d.comment_id for d in decided], "counts": _counts(session)})
 
 
