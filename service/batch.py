@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import os
@@ -301,9 +302,9 @@ def _flat_value(value: Any) -> Any:
 
 def score_columns(tasks: Sequence[Task]) -> list[str]:
     columns = []
-    for task in tasks:
-        columns.append(f"label.{task.value}")
-        columns.extend(f"score.{task.value}.{label}" for label in LABELS[task])
+    for task, labels in layout_of(tasks):
+        columns.append(f"label.{task}")
+        columns.extend(f"score.{task}.{label}" for label in labels)
     return columns
 
 
@@ -506,7 +507,7 @@ def score_file(
         }
         done = _prepare_work_dir(work, state, restart)
         report.chunks_resumed = done
-        rows_iter = _chained(first, rows)
+        rows_iter = itertools.chain(first, rows)
 
         def chunks() -> Iterator[_Chunk]:
             index = 0
@@ -561,11 +562,6 @@ def score_file(
     _assemble(work, output_path, errors_path, out_kind, out_columns, len(columns), report)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _chained(first: list[Row], rest: Iterator[Row]) -> Iterator[Row]:
-    yield from first
-    yield from rest
 
 
 def _prepare_work_dir(work: Path, state: dict[str, Any], restart: bool) -> int:
