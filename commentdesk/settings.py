@@ -31,6 +31,12 @@ class ApiSettings(BaseModel):
     max_comments: int = Field(default=256, ge=1, description="Comments per /v1/score request.")
     max_chars: int = Field(default=5000, ge=1, description="Characters per comment.")
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
+    max_explained: int = Field(
+        default=16,
+        ge=1,
+        description="Comments per /v1/score request with explain=true (each one costs up to "
+        "49 model rows).",
+    )
     key_cache_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -19,9 +20,10 @@ from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
 from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
+from service.perspective import LanguageDetector
 from service.policy import load_policy
 from service.replies import ReplySuggester
-from service.routes import admin, batches, comments, health, queue, score, templates
+from service.routes import admin, batches, comments, health, perspective, queue, score, templates
 from service.ui.routes import install_ui
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,27 @@ def embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], 
     return pinned
 
 
+class RedactApiKeys(logging.Filter):
+    """Perspective clients send the API key in the query string (``?key=``): keep it out of the
+    access log, whose request line holds the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_PARAMETER.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+_KEY_PARAMETER = re.compile(r"((?:^|[?&])key=)[^&\s]*")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactApiKeys) for f in access_log.filters):
+        access_log.addFilter(RedactApiKeys())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Stay up so /readyz can say why; scoring answers 503 until a valid model is there.
             logger.error("model not loaded: %s", exc)
             app.state.load_error = str(exc)
+        app.state.language_detector = LanguageDetector()
         app.state.suggester = ReplySuggester(embedder_factory(settings, app.state.scorer))
         app.state.batcher = MicroBatcher(
             app.state.scorer,
@@ -109,5 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(templates.router)
     app.include_router(batches.router)
+    app.include_router(perspective.router)
     install_ui(app)
     return app

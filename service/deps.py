@@ -19,6 +19,7 @@ from model.scorer import Scorer
 from service.auth import KeyCache, Permission, Principal, authenticate
 from service.batching import MicroBatcher
 from service.errors import ModelNotReady
+from service.perspective import LanguageDetector
 from service.policy import Policy
 from service.replies import ReplySuggester
 
@@ -60,6 +61,11 @@ async def get_sessions(request: Request) -> sessionmaker[Session]:
     return sessions
 
 
+async def get_language_detector(request: Request) -> LanguageDetector:
+    detector: LanguageDetector = request.app.state.language_detector
+    return detector
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
@@ -72,31 +78,39 @@ PolicyDep = Annotated[Policy, Depends(get_policy)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 SuggesterDep = Annotated[ReplySuggester, Depends(get_suggester)]
+LanguagesDep = Annotated[LanguageDetector, Depends(get_language_detector)]
 
 
 def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
-    """A key with ``permission``: from the key cache, or checked in the database off the loop."""
+    """A key with ``permission``, sent as ``Authorization: Bearer <key>``."""
 
     async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> Principal:
         header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-        cache: KeyCache = request.app.state.key_cache
-        principal = cache.get(header) if header else None
-        if principal is None:
-
-            def lookup() -> Principal:
-                with request.app.state.sessions() as session:
-                    return authenticate(session, header)
-
-            principal = await run_in_threadpool(lookup)  # raises for a missing or bad key
-            if header is not None:
-                cache.put(header, principal)
+        principal = await principal_of(request, header)
         principal.require(permission)
         return principal
 
     return dependency
+
+
+async def principal_of(request: Request, authorization: str | None) -> Principal:
+    """The key's principal, from the key cache or checked in the database off the event loop;
+    raises :class:`Unauthenticated` for a missing, unknown or revoked key."""
+    cache: KeyCache = request.app.state.key_cache
+    principal = cache.get(authorization) if authorization else None
+    if principal is None:
+
+        def lookup() -> Principal:
+            with request.app.state.sessions() as session:
+                return authenticate(session, authorization)
+
+        principal = await run_in_threadpool(lookup)
+        if authorization is not None:
+            cache.put(authorization, principal)
+    return principal
 
 
 ScoringClient = Annotated[Principal, Depends(requires(Permission.SCORE))]

@@ -35,6 +35,7 @@ def _error(status: int, code: str, message: str, **extra: object) -> JSONRespons
 def install_error_handlers(app: FastAPI) -> None:
     from service.batch import BatchInputError
     from service.batch_jobs import JobNotDone, JobNotFound
+    from service.perspective import PerspectiveError
     from service.queue import (
         AlreadyDecided,
         BulkDecisionError,
@@ -84,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidComment)
     async def _invalid_comment(_: Request, exc: InvalidComment) -> JSONResponse:
         return _error(422, "invalid_comment", str(exc), index=exc.index)
+
+    @app.exception_handler(PerspectiveError)
+    async def _perspective(_: Request, exc: PerspectiveError) -> JSONResponse:
+        return JSONResponse(status_code=exc.code, content=exc.body())
 
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:

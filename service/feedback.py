@@ -1,7 +1,8 @@
 """Turn moderator decisions into labelled examples the training pipeline accepts as extra data.
 
 approve -> not offensive, not hate; hide or reject -> offensive; reply -> a question or request
-the brand answered; relabel -> the corrected labels as given.
+the brand answered; relabel -> the corrected labels as given. Scores suggested through the
+Perspective-compatible ``comments:suggestscore`` follow, where they name a label.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.tables import Comment, Decision
+from service.db.tables import Comment, Decision, ScoreSuggestion
 
 IMPLIED_LABELS: dict[str, dict[str, str]] = {
     "approve": {"offensive": "not-offensive", "hate": "not-hate"},
@@ -46,6 +47,17 @@ def feedback_rows(session: Session) -> Iterator[dict[str, Any]]:
                 "action": decision.action,
                 "comment_id": decision.comment_id,
             }
+    suggestions = select(ScoreSuggestion).where(ScoreSuggestion.label.is_not(None))
+    for suggestion in session.scalars(suggestions.order_by(ScoreSuggestion.id)):
+        yield {
+            "text": suggestion.text,
+            "task": suggestion.task,
+            "label": suggestion.label,
+            "source": f"suggestscore:{suggestion.actor}",
+            "decided_at": suggestion.created_at.isoformat(),
+            "action": "suggestscore",
+            "comment_id": None,
+        }
 
 
 def export_feedback(session: Session, output: Path) -> int:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    model_validator,
+)
 
 from model.tasks import Task
 from service.auth import Role
@@ -53,6 +61,11 @@ class ScoreRequest(BaseModel):
     suggest_replies: int = Field(
         default=0, ge=0, le=20, description="Add the top k reply suggestions to each result."
     )
+    explain: StrictBool = Field(
+        default=False,
+        description="Add word-level explanations (occlusion): per task, how much each word holds "
+        "up the chosen label. Costs one model row per word.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
@@ -66,6 +79,23 @@ class ScoreRequest(BaseModel):
         return self.comments if self.comments is not None else [CommentIn(text=self.text or "")]
 
 
+class WordWeightOut(BaseModel):
+    text: str = Field(description="The word as written; ``text[begin:end]`` of the comment.")
+    begin: int = Field(description="Start offset in the comment (Unicode code points).")
+    end: int = Field(description="End offset (exclusive).")
+    weight: float = Field(
+        description="Drop of the label's probability when the word is removed; negative when "
+        "the word argues against the label."
+    )
+
+
+class TaskExplanation(BaseModel):
+    label: str = Field(description="The label explained: the one chosen for the comment.")
+    words: list[WordWeightOut] = Field(
+        description="Every word in text order (in a very long comment, runs of words)."
+    )
+
+
 class CommentScore(BaseModel):
     id: str | None = Field(description="The comment's id as sent (null for a single 'text').")
     labels: dict[Task, str] = Field(
@@ -77,6 +107,9 @@ class CommentScore(BaseModel):
     )
     suggestions: list[SuggestionOut] | None = Field(
         default=None, description="Reply suggestions, when asked for."
+    )
+    explanations: dict[Task, TaskExplanation] | None = Field(
+        default=None, description="Word-level explanations, when asked for."
     )
 
 

@@ -269,6 +269,9 @@ def test_keyboard_decisions_and_history(live: LiveUi, watched: Watched) -> None:
     wait_for(lambda: len(live.decisions()) == 3)
     relabel = live.decisions()[2]
     assert relabel.action == "relabel" and relabel.labels == {"sentiment": corrected}
+    # The decision is stored before the browser has the answer; until then the focus stays in the
+    # select (where "d" would pick an option), so wait for the page to close the form.
+    page.wait_for_selector(f"#c{order[0]} form.relabel", state="hidden")
 
     page.keyboard.press("d")  # reject the current card (the one after the first)
     wait_for(lambda: len(live.decisions()) == 4)

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -69,6 +70,25 @@ class UiSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+class ScoreSuggestion(Base):
+    """A score a client says a comment should have (Perspective's ``comments:suggestscore``)."""
+
+    __tablename__ = "score_suggestions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    attribute: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(32))
+    # None when the value names no single label (a low score on a three-class task).
+    label: Mapped[str | None] = mapped_column(String(32), default=None)
+    value: Mapped[float] = mapped_column(Float)
+    community_id: Mapped[str | None] = mapped_column(String(256), default=None)
+    client_token: Mapped[str | None] = mapped_column(String(256), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Comment(Base):
