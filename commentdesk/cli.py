@@ -346,6 +346,53 @@ def evaluate(
         typer.echo(f"wrote {card}")
 
 
+@app.command()
+def faithfulness(
+    model_dir: ModelDirOption = None,
+    data_dir: DataDirOption = None,
+    sample: Annotated[
+        int, typer.Option(min=10, help="Comments drawn (seeded) from each task's test split.")
+    ] = 400,
+    k: Annotated[int, typer.Option(min=1, help="Words deleted per comment.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the random words.")] = 0,
+    max_rows: Annotated[
+        int | None, typer.Option(min=3, help="Model rows per explanation (default: the service's).")
+    ] = None,
+) -> None:
+    """Explanation faithfulness: the probability drop when deleting the top-k attributed words
+    against k random words, per task on its official test split."""
+    from model.errors import ArtifactError
+    from model.scorer import load_scorer
+    from training.catalog import DataError, load_catalog
+    from training.evaluate import EVALUATIONS
+    from training.faithfulness import deletion_test, faithfulness_markdown
+
+    settings = _settings(model_dir=model_dir)
+    try:
+        scorer = load_scorer(settings.model_dir, runtime=settings.scoring.runtime)
+        catalog = load_catalog(_data_dir(data_dir))
+    except (ArtifactError, DataError) as exc:
+        _fail(str(exc))
+    results = []
+    primary: dict[Any, tuple[str, str]] = {}
+    for task, source, split in EVALUATIONS:  # the first evaluation of each task is its official one
+        primary.setdefault(task, (source, split))
+    for task, (source, split) in primary.items():
+        if task not in scorer.tasks:
+            continue
+        rows = catalog.select(task, split, [source])
+        texts = list(rows.sample(n=min(sample, len(rows)), random_state=seed)["text"])
+        budget = max_rows or settings.api.explain_max_rows
+        split_name = f"{source}/{split}"
+        results.append(deletion_test(scorer, texts, task, split_name, k, seed, budget))
+        logger.info("%s: margin %+.3f", task.value, results[-1].margin)
+    typer.echo(
+        f"{scorer.name} {scorer.version} ({type(scorer).__name__}), k={k}, seed={seed}, "
+        f"max rows {max_rows or settings.api.explain_max_rows}"
+    )
+    typer.echo(faithfulness_markdown(results, k))
+
+
 def _evaluate_ensemble(scorer: Any, other_dir: Path, catalog: Any) -> list[Any]:
     from commentdesk.settings import PROJECT_ROOT
     from model.scorer import load_scorer

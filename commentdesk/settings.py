@@ -31,11 +31,17 @@ class ApiSettings(BaseModel):
     max_comments: int = Field(default=256, ge=1, description="Comments per /v1/score request.")
     max_chars: int = Field(default=5000, ge=1, description="Characters per comment.")
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
+    explain_max_rows: int = Field(
+        default=10,
+        ge=3,
+        description="Model rows per explained comment: a comment with more words is explained "
+        "coarse to fine (runs of words, then the runs that matter word by word).",
+    )
     max_explained: int = Field(
         default=16,
         ge=1,
         description="Comments per /v1/score request with explain=true (each one costs up to "
-        "49 model rows).",
+        "explain_max_rows model rows).",
     )
     key_cache_seconds: float = Field(
         default=10.0,

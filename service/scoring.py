@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from model.errors import InvalidTextError
+from model.explain import Explanation, Occlusion, feed_round, next_round
 from model.scorer import Prediction, check_text
+from model.tasks import Task
+from service.batching import MicroBatcher
 from service.errors import InvalidComment, TooManyComments
 
 
@@ -29,3 +32,18 @@ def check_texts(texts: Sequence[object], max_chars: int, max_comments: int) -> l
         except InvalidTextError as exc:
             raise InvalidComment(index, f"comment {index}: {exc}") from exc
     return checked
+
+
+async def explain_texts(
+    batcher: MicroBatcher, texts: Sequence[str], limit: int, max_rows: int
+) -> tuple[list[Prediction], list[dict[Task, Explanation]]]:
+    """Explain comments through the micro-batcher, one call per occlusion round; also return
+    each comment's own prediction (from the first round)."""
+    if len(texts) > limit:
+        raise TooManyComments(f"{len(texts)} comments with explain=true; the limit is {limit}")
+    jobs = [Occlusion(text, batcher.scorer.tasks, max_rows) for text in texts]
+    while True:
+        pending, rows = next_round(jobs)
+        if not pending:
+            return [job.prediction for job in jobs], [job.result() for job in jobs]
+        feed_round(pending, await batcher.predict(rows))

@@ -100,6 +100,18 @@ def test_train_then_evaluate_on_synthetic_data(synthetic_data_dir: Path, tmp_pat
         assert (tmp_path / "figures" / f"commentdesk-baseline-{figure}.png").stat().st_size > 1000
 
 
+def test_faithfulness_reports_every_task_of_the_model(
+    tiny_model_dir: Path, synthetic_data_dir: Path
+) -> None:
+    args = ["faithfulness", "--model-dir", str(tiny_model_dir)]
+    result = runner.invoke(app, [*args, "--data-dir", str(synthetic_data_dir), "--sample", "20"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ")][1:]
+    tasks = {row.split("|")[1].strip() for row in rows}
+    assert tasks == set(read_manifest(tiny_model_dir).tasks)
+    assert all("/test |" in row or "/dev |" in row for row in rows)
+
+
 def test_train_rejects_unknown_override(synthetic_data_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,

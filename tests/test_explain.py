@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
 
-from model.explain import explain, occlusion_inputs, units_of
+from model.explain import Explanation, Occlusion, WordWeight, explain, words_of
 from model.scorer import Prediction, Scorer
 from model.tasks import Task
 
@@ -30,28 +29,46 @@ def keyword_model(texts: Sequence[str]) -> list[Prediction]:
 
 def test_units_are_words_mentions_and_punctuation_with_exact_offsets() -> None:
     text = "@acme you're idiots!! 😡 #fail it's over-priced"
-    units = units_of(text)
-    assert [text[u.begin : u.end] for u in units] == [
+    assert [text[u.begin : u.end] for u in words_of(text)] == [
         "@acme", "you're", "idiots", "!!", "😡", "#fail", "it's", "over-priced",
     ]  # fmt: skip
 
 
-def test_a_long_comment_is_cut_into_at_most_max_units_runs_covering_every_word() -> None:
-    text = " ".join(f"w{i}" for i in range(500))
-    units = units_of(text, max_units=48)
-    assert len(units) <= 48
-    covered = " ".join(text[u.begin : u.end] for u in units)
-    assert covered == text, "the runs cover every word, in order, with nothing left out"
-    assert all(a.end < b.begin for a, b in itertools.pairwise(units))
-
-
-def test_occlusion_removes_exactly_one_unit_per_row() -> None:
+def test_a_short_comment_is_one_round_removing_each_word_once() -> None:
     text = "where is my refund?"
-    units = units_of(text)
-    rows = occlusion_inputs(text, units)
-    assert rows[0] == text
-    assert rows[1:] == [" is my refund?", "where  my refund?", "where is  refund?",
-                        "where is my ?", "where is my refund"]  # fmt: skip
+    job = Occlusion(text, [Task.OFFENSIVE], max_rows=16)
+    assert job.rows() == [text, " is my refund?", "where  my refund?", "where is  refund?",
+                          "where is my ?", "where is my refund"]  # fmt: skip
+    job.feed(keyword_model(job.rows()))
+    assert job.rows() == []
+    assert [w.text for w in job.result()[Task.OFFENSIVE].words] == [
+        "where",
+        "is",
+        "my",
+        "refund",
+        "?",
+    ]
+
+
+@pytest.mark.parametrize("words", [20, 40, 500])
+def test_a_long_comment_is_explained_coarse_to_fine_within_the_row_budget(words: int) -> None:
+    filler = [f"w{i}" for i in range(words)]
+    filler[words // 3] = "idiots"
+    text = " ".join(filler)
+    job = Occlusion(text, [Task.OFFENSIVE], max_rows=16)
+    scored = 0
+    while rows := job.rows():
+        scored += len(rows)
+        job.feed(keyword_model(rows))
+    assert scored <= 16
+    explained = job.result()[Task.OFFENSIVE]
+    assert " ".join(w.text for w in explained.words) == text, "every word, in order, once"
+    best = explained.top(1)[0]
+    assert best.weight == pytest.approx(0.6)
+    if words <= 40:
+        assert best.text == "idiots", "the run that matters is refined down to the word"
+    else:
+        assert "idiots" in best.text and len(best.text.split()) <= 9  # 72-word run cut in 8
 
 
 def test_the_word_that_makes_the_label_gets_the_weight() -> None:
@@ -91,7 +108,11 @@ def test_score_explains_every_task_when_asked(client: TestClient) -> None:
         assert [w["text"] for w in explanation["words"]] == [
             text[w["begin"] : w["end"]] for w in explanation["words"]
         ]
-        assert len(explanation["words"]) == 11
+        spans = [(w["begin"], w["end"]) for w in explanation["words"]]
+        assert spans == sorted(spans)
+        inside = [sum(b <= w.begin and w.end <= e for b, e in spans) for w in words_of(text)]
+        assert inside == [1] * 11, "every word in exactly one unit"
+        assert len(spans) < 11, "11 words are more than the default row budget: coarse to fine"
         assert any(w["weight"] != 0 for w in explanation["words"])
 
 
@@ -109,3 +130,52 @@ def test_explained_comments_are_limited_and_validated(client: TestClient) -> Non
     assert emoji_only.status_code == 200
     words = emoji_only.json()["results"][0]["explanations"]["sentiment"]["words"]
     assert [w["text"] for w in words] == ["😡😡😡"]
+
+
+def test_highlight_marks_the_top_words_of_alerting_labels_only() -> None:
+    from service.ui.routes import Segment, highlight
+
+    text = "you idiots, why?"
+    words = words_of(text)
+    weights = {"you": 0.01, "idiots": 0.4, ",": 0.03, "why": 0.2, "?": 0.5}
+
+    def explanation(label: str) -> Explanation:
+        return Explanation(
+            label,
+            tuple(
+                WordWeight(text[u.begin : u.end], u.begin, u.end, weights[text[u.begin : u.end]])
+                for u in words
+            ),
+        )
+
+    segments = highlight(
+        text,
+        {
+            Task.OFFENSIVE: explanation("offensive"),
+            Task.QUESTION: explanation("question"),
+            Task.HATE: explanation("not-hate"),  # not an alert: its words stay plain
+        },
+        top=2,
+    )
+    assert "".join(s.text for s in segments) == text
+    assert [s for s in segments if s.reasons] == [
+        Segment("idiots", ("offensive +0.40", "question +0.40")),
+        Segment("?", ("offensive +0.50", "question +0.50")),
+    ]
+
+
+def test_deleting_the_top_words_beats_deleting_random_words() -> None:
+    from training.faithfulness import deletion_test
+
+    class KeywordScorer:
+        name, version, tasks = "keywords", "1", (Task.OFFENSIVE,)
+
+        def predict(self, texts: Sequence[str]) -> list[Prediction]:
+            return keyword_model(texts)
+
+    texts = [f"honestly you are idiots!! and {i} more words here" for i in range(20)]
+    result = deletion_test(KeywordScorer(), texts, Task.OFFENSIVE, "synthetic", k=3)
+    assert result.comments == 20
+    assert result.top_drop == pytest.approx(0.8)  # "idiots" and "!!" are always in the top 3
+    assert result.random_drop < result.top_drop and result.margin > 0.3
+    assert result.margin == pytest.approx(result.top_drop - result.random_drop)

@@ -166,6 +166,26 @@ def test_malformed_bodies_and_keys(live: Api) -> None:
         assert live.client.post(ANALYZE, json=body, headers=headers).status_code == 200
 
 
+def test_hostile_requests_are_answered_and_change_nothing(live: Api) -> None:
+    attributes = {f"ATTR_{i}": {} for i in range(5000)}
+    many = analyze(live, {"comment": {"text": "hi"}, "requestedAttributes": attributes})
+    assert_google_error(many, 400, "INVALID_ARGUMENT", "UNKNOWN_ATTRIBUTE")
+    injection = "'; DROP TABLE comments; -- <script>alert(1)</script> \u0000 ‮"
+    response = analyze(live, {"comment": {"text": injection}, "requestedAttributes": {"TOXICITY": {}},
+                              "languages": ["en"], "clientToken": injection})  # fmt: skip
+    assert response.status_code == 200 and response.json()["clientToken"] == injection
+    assert response.headers["content-type"] == "application/json"
+    deep = b'{"comment": ' * 2000 + b"{}" + b"}" * 2000
+    response = live.client.post(ANALYZE, params={"key": live.keys[Role.SCORER]}, content=deep)
+    assert_google_error(response, 400, "INVALID_ARGUMENT", None)
+    huge = live.client.post(
+        ANALYZE, params={"key": live.keys[Role.SCORER]}, content=b"x" * 9_000_000
+    )
+    assert huge.status_code == 413
+    engine = live.app.state.sessions.kw["bind"]
+    assert "comments" in inspect(engine).get_table_names()
+
+
 def test_do_not_store_keeps_the_comment_out_of_every_table_and_log(
     live: Api, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -349,6 +349,25 @@ def test_a_moderator_clears_50_items_with_the_keyboard_only(live: LiveUi, watche
     print(f"cleared 50 items with 50 key presses in {elapsed:.1f} s")
 
 
+def test_why_highlights_words_in_place_and_keeps_the_text(live: LiveUi, watched: Watched) -> None:
+    text = "you stupid idiot loser, where is my refund?"
+    (comment_id,) = live.ingest([{"author": "troll", "text": text}])
+    page = watched.page
+    sign_in(page, live)
+    page.keyboard.press("w")
+    explained = page.wait_for_selector(f"#c{comment_id} .text.explained")
+    assert explained is not None and explained.inner_text() == text, "nothing lost or added"
+    marks = page.locator(f"#c{comment_id} .explained mark")
+    for i in range(marks.count()):
+        assert marks.nth(i).inner_text() in text
+        assert "+" in (marks.nth(i).get_attribute("title") or "")
+    assert (
+        "words" in page.locator("#toast").inner_text()
+        or "stands out" in page.locator("#toast").inner_text()
+    )
+    assert not watched.errors and not watched.dialogs
+
+
 def test_new_items_appear_without_a_reload(live: LiveUi, watched: Watched) -> None:
     live.ingest([{"author": "jo", "text": COMMENTS[2][1]}])
     page = watched.page
@@ -396,6 +415,8 @@ def test_untrusted_text_never_executes(live: LiveUi, watched: Watched) -> None:
         page.keyboard.press("r")
         assert page.locator(f"#c{comment_id} textarea").is_visible()
         page.keyboard.press("Escape")
+        page.keyboard.press("w")  # the highlighted text is server-escaped too
+        page.wait_for_selector(f"#c{comment_id} .text.explained")
     assert_inert()
     for comment_id in ids:
         page.goto(f"{live.url}/ui/comments/{comment_id}")

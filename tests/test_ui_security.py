@@ -198,3 +198,25 @@ def test_history_of_an_unknown_comment_is_a_clear_404(ui: Api) -> None:
     response = ui.client.get("/ui/comments/424242")
     assert response.status_code == 404
     assert "424242" in response.json()["error"]["message"]
+
+
+def test_explanations_need_a_session_and_escape_the_text(ui: Api) -> None:
+    payload = '<img src=x onerror="alert(1)"> you idiots & "friends"'
+    comment_id = ingest_one(ui, payload)
+    assert ui.client.get(f"/ui/comments/{comment_id}/explain").status_code == 401
+    sign_in(ui, Role.VIEWER)  # reading is enough: an explanation changes nothing
+    response = ui.client.get(f"/ui/comments/{comment_id}/explain")
+    assert response.status_code == 200
+    html = response.json()["html"]
+    assert "<img" not in html and "&lt;img" in html and "&amp;" in html
+    assert (
+        re.sub(r"<[^>]+>", "", html)
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#34;", '"')
+        .replace("&amp;", "&")
+        .strip()
+        == payload
+    )
+    missing = ui.client.get("/ui/comments/424242/explain")
+    assert missing.status_code == 404 and "424242" in missing.json()["error"]["message"]

@@ -5,12 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from model.explain import attributions, occlusion_inputs, units_of
-from model.scorer import Prediction
+from model.explain import Explanation
 from model.tasks import Task
-from service.batching import MicroBatcher
 from service.deps import BatcherDep, ScoringClient, SessionsDep, SettingsDep, SuggesterDep
-from service.errors import TooManyComments
 from service.replies import suggestion_fields
 from service.schemas import (
     CommentScore,
@@ -21,7 +18,7 @@ from service.schemas import (
     TaskExplanation,
     WordWeightOut,
 )
-from service.scoring import check_texts, prediction_fields
+from service.scoring import check_texts, explain_texts, prediction_fields
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -55,9 +52,11 @@ async def score(
     texts = check_texts(
         [item.text for item in items], settings.api.max_chars, settings.api.max_comments
     )
-    explanations: list[dict[Task, TaskExplanation]] | None = None
+    explanations: list[dict[Task, Explanation]] | None = None
     if request.explain:
-        predictions, explanations = await explain_texts(batcher, texts, settings.api.max_explained)
+        predictions, explanations = await explain_texts(
+            batcher, texts, settings.api.max_explained, settings.api.explain_max_rows
+        )
     else:
         predictions = await batcher.predict(texts)
 
@@ -85,39 +84,13 @@ async def score(
         ]
     if explanations is not None:
         for result, explained in zip(scored, explanations, strict=True):
-            result.explanations = explained
-    scorer = batcher.scorer
-    body = ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=scored)
-    # Built and typed here, so FastAPI need not validate and encode it a second time.
-    return Response(body.model_dump_json(), media_type="application/json")
-
-
-async def explain_texts(
-    batcher: MicroBatcher, texts: list[str], limit: int
-) -> tuple[list[Prediction], list[dict[Task, TaskExplanation]]]:
-    """Score every comment together with its occluded copies in one batcher call; the whole
-    comment's prediction is the first row of its own block."""
-    if len(texts) > limit:
-        raise TooManyComments(f"{len(texts)} comments with explain=true; the limit is {limit}")
-    units = [units_of(text) for text in texts]
-    rows = [
-        occlusion_inputs(text, text_units) for text, text_units in zip(texts, units, strict=True)
-    ]
-    flat = await batcher.predict([row for block in rows for row in block])
-    tasks = batcher.scorer.tasks
-    predictions, explanations = [], []
-    start = 0
-    for text, text_units in zip(texts, units, strict=True):
-        block = flat[start : start + len(text_units) + 1]
-        start += len(block)
-        predictions.append(block[0])
-        explained = attributions(text, text_units, block, tasks)
-        explanations.append(
-            {
+            result.explanations = {
                 task: TaskExplanation(
                     label=e.label, words=[WordWeightOut(**vars(w)) for w in e.words]
                 )
                 for task, e in explained.items()
             }
-        )
-    return predictions, explanations
+    scorer = batcher.scorer
+    body = ScoreResponse(model=ModelInfo(name=scorer.name, version=scorer.version), results=scored)
+    # Built and typed here, so FastAPI need not validate and encode it a second time.
+    return Response(body.model_dump_json(), media_type="application/json")

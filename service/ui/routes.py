@@ -19,15 +19,24 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from model.explain import Explanation
 from model.tasks import LABELS, Task
 from service.auth import Permission, Unauthenticated, authenticate
 from service.db.tables import Comment, QueueItem, utcnow
-from service.deps import PolicyDep, SessionDep, SettingsDep, SuggesterDep
+from service.deps import (
+    BatcherDep,
+    PolicyDep,
+    SessionDep,
+    SettingsDep,
+    SuggesterDep,
+)
 from service.queue import Status, View, decide_many, get_comment, list_queue
 from service.replies import ReplySuggester
 from service.routes.queue import decision_requests
 from service.schemas import BulkDecisionRequest
+from service.scoring import explain_texts
 from service.ui.sessions import SignedIn, end_session, find_session, start_session
 
 HERE = Path(__file__).parent
@@ -293,6 +302,62 @@ def decisions(
     user.principal.require(Permission.MODERATE)
     decided = decide_many(session, user.principal, decision_requests(body), policy)
     return JSONResponse({"decided": [d.comment_id for d in decided], "counts": _counts(session)})
+
+
+# The labels worth showing the words of: what makes a comment abusive, negative or a question.
+HIGHLIGHTED = {
+    Task.OFFENSIVE: "offensive",
+    Task.HATE: "hate",
+    Task.SENTIMENT: "negative",
+    Task.QUESTION: "question",
+}
+HIGHLIGHT_MIN_WEIGHT = 0.02
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    reasons: tuple[str, ...] = ()  # "offensive +0.31", one per label the words hold up
+
+
+def highlight(text: str, explanations: dict[Task, Explanation], top: int = 3) -> list[Segment]:
+    """The text cut into plain and highlighted segments: per highlighted label the comment got,
+    its ``top`` words that hold the label up by at least ``HIGHLIGHT_MIN_WEIGHT``."""
+    marks: dict[tuple[int, int], list[str]] = {}
+    for task, label in HIGHLIGHTED.items():
+        explanation = explanations.get(task)
+        if explanation is None or explanation.label != label:
+            continue
+        for word in explanation.top(top):
+            if word.weight >= HIGHLIGHT_MIN_WEIGHT:
+                marks.setdefault((word.begin, word.end), []).append(f"{label} +{word.weight:.2f}")
+    segments, position = [], 0
+    for (begin, end), reasons in sorted(marks.items()):
+        segments += [Segment(text[position:begin]), Segment(text[begin:end], tuple(reasons))]
+        position = end
+    return [*segments, Segment(text[position:])]
+
+
+@router.get("/comments/{comment_id}/explain", response_class=JSONResponse)
+async def explain_comment(
+    comment_id: int,
+    user: UiUser,
+    session: SessionDep,
+    batcher: BatcherDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    """The comment's text with the words behind its labels highlighted, as an HTML fragment."""
+
+    def load() -> str:
+        text = get_comment(session, comment_id).text
+        session.rollback()  # read only: end the transaction (SQLite's write lock) before scoring
+        return text
+
+    text = await run_in_threadpool(load)
+    _, (explanations,) = await explain_texts(batcher, [text], 1, settings.api.explain_max_rows)
+    segments = highlight(text, explanations)
+    html = templates.env.get_template("_explained.html").render(segments=segments)
+    return JSONResponse({"html": html, "highlighted": sum(1 for s in segments if s.reasons)})
 
 
 @router.get("/comments/{comment_id}", response_class=HTMLResponse)

@@ -181,6 +181,28 @@
     decide([card], "relabel", { labels });
   }
 
+  // "Why?": the server scores the comment without each word and marks the words behind its
+  // labels; the fragment is server-escaped HTML, so the comment's text stays text.
+  async function explain(card) {
+    if (!card || card.dataset.explained) return;
+    card.dataset.explained = "pending";
+    try {
+      const response = await fetch(`/ui/comments/${card.dataset.id}/explain`, {
+        credentials: "same-origin",
+      });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(data.error ? data.error.message : `the server answered ${response.status}`);
+      const text = card.querySelector(".text");
+      text.insertAdjacentHTML("afterend", data.html);
+      text.remove();
+      card.dataset.explained = "done";
+      say(data.highlighted ? "Highlighted the words behind the scores." : "No single word stands out.");
+    } catch (error) {
+      delete card.dataset.explained;
+      say(`Could not explain: ${error.message}`, true);
+    }
+  }
+
   async function refresh() {
     const shown = Array.from(list.querySelectorAll(".card"), (card) => card.dataset.id).join(",");
     try {
@@ -218,6 +240,7 @@
     if (button.dataset.action === "reply") openReply(card);
     else if (button.dataset.action === "relabel") openRelabel(card);
     else if (button.dataset.action) decide([card], button.dataset.action);
+    else if (button.classList.contains("why")) explain(card);
     else if (button.classList.contains("send-reply")) sendReply(card);
     else if (button.classList.contains("cancel")) closeEditors(card);
     else if (button.classList.contains("use-suggestion")) {
@@ -274,6 +297,7 @@
       case "x":
         if (card) card.querySelector(".select").checked = !card.querySelector(".select").checked;
         break;
+      case "w": explain(card); break;
       case "o": if (card) window.location.assign(`/ui/comments/${card.dataset.id}`); break;
       case "?": toggleHelp(); break;
       case "Escape": toggleHelp(false); closeEditors(); break;
