@@ -23,17 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, default_data_dir
+from bench.latency import tweets
+from commentdesk.settings import DEFAULT_MODEL_DIR
 from model.explain import MAX_ROWS, explain, words_of
 from model.scorer import load_scorer
-
-
-def tweets() -> list[str]:
-    data_dir = default_data_dir()
-    if data_dir is None:
-        sys.exit("no data directory (../shared/data)")
-    path = data_dir / "tweeteval" / "sentiment" / "test_text.txt"
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def percentiles(values_ms: list[float]) -> str:
