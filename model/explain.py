@@ -26,7 +26,7 @@ from model.tasks import Task
 # "?" and "!!!" and emoji carry questions and tone.
 _WORD = re.compile(r"[@#]?\w+(?:['’-]\w+)*|[^\w\s]+")
 
-# Model rows per explanation, the whole comment included: p95 126 ms with MiniLM int8 on two
+# Model rows per explanation, the whole comment included: p95 126-134 ms with MiniLM int8 on two
 # cores (docs/benchmarks.md); the service's setting api.explain_max_rows.
 MAX_ROWS = 10
 
