@@ -15,6 +15,7 @@ from model.encoder import BASE_ENCODER_SHA256
 from model.errors import ArtifactError, InvalidTextError
 from model.linear import TfidfLinearModel
 from model.tasks import LABELS, Task
+from model.text import UNPAIRED_SURROGATE
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def check_text(text: object, max_chars: int) -> str:
         raise InvalidTextError("text is empty or only whitespace")
     if len(text) > max_chars:
         raise InvalidTextError(f"text has {len(text)} characters; the limit is {max_chars}")
+    if (found := UNPAIRED_SURROGATE.search(text)) is not None:
+        raise InvalidTextError(
+            f"text is not valid Unicode: an unpaired surrogate U+{ord(found.group()):04X} at "
+            f"character {found.start()} (half of a cut emoji?)"
+        )
     return text
 
 

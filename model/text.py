@@ -12,6 +12,9 @@ _MENTION = re.compile(r"(?<![\w@])@\w+")
 # Zero-width and bidi control characters change nothing a reader sees but split tokens.
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
 _SPACE = re.compile(r"\s+")
+# Half of a UTF-16 pair without its other half (a cut emoji, or a "\ud83d" escape in JSON): not
+# valid Unicode, and tokenizers and UTF-8 encoders refuse it.
+UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 _NON_WORD = re.compile(r"[\W_]+")
 
 
@@ -27,6 +30,7 @@ def normalize(text: str) -> str:
     tweets see brand comments the same way. Case is kept: capitals carry tone.
     """
     text = html.unescape(html.unescape(_decode_escapes(text)))
+    text = UNPAIRED_SURROGATE.sub("\ufffd", text)
     text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE.sub("", text)
     text = _URL.sub("http", text)

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -160,7 +161,22 @@ def _jsonl_rows(handle: IO[bytes]) -> Iterator[Row]:
         if not isinstance(record, dict):
             yield Row(number, None, f"expected a JSON object, got {type(record).__name__}", kept)
             continue
+        if _SURROGATE_ESCAPE.search(line) and not _valid_unicode(record):
+            yield Row(number, None, "invalid Unicode: an unpaired surrogate escape", kept)
+            continue
         yield Row(number, record)
+
+
+# JSON may spell a lone UTF-16 surrogate as an escape; such a value could not be written out.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _valid_unicode(record: dict[str, Any]) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _delimited_rows(reader: Iterator[list[str]], header: list[str]) -> Iterator[Row]:

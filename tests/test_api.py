@@ -96,6 +96,24 @@ def test_invalid_utf8_body_is_rejected(client: TestClient) -> None:
     assert "error parsing the body" in response.text
 
 
+def test_an_unpaired_surrogate_is_a_clear_error_not_a_crash(client: TestClient) -> None:
+    """JSON can spell half an emoji (\\ud83d alone); no tokenizer or database takes it."""
+    for body in (b'{"text": "cut emoji \\ud83d here"}', b'{"comments": [{"text": "\\udc00"}]}'):
+        response = client.post(
+            "/v1/score", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "unpaired surrogate" in response.json()["error"]["message"]
+    ingest = b'{"comments": [{"source": "s", "external_id": "1", "text": "x \\ud83d"}]}'
+    response = client.post(
+        "/v1/comments", content=ingest, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and "unpaired surrogate" in response.text
+    whole = b'{"text": "a whole emoji \\ud83d\\ude00"}'
+    response = client.post("/v1/score", content=whole, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+
+
 def test_huge_body_is_rejected_before_parsing(client: TestClient) -> None:
     comments = [{"id": str(i), "text": "y" * 5000} for i in range(2000)]
     response = client.post("/v1/score", json={"comments": comments})

@@ -84,13 +84,16 @@ def test_bad_jsonl_rows_are_reported_and_skipped(tiny_scorer: Scorer, tmp_path: 
         b'{"id": 6, "text": "\xc3\x28"}\n'
         b"\n"
         b'{"id": 8, "text": "\xd8\xb4\xd9\x83\xd8\xb1\xd8\xa7 zero\xe2\x80\x8bwidth"}\n'
+        b'{"id": 9, "author": "half \\udc00", "text": "a cut emoji in another field"}\n'
+        b'{"id": 10, "text": "a whole one \\ud83d\\ude00"}\n'
     )
     report = score_file(
         tiny_scorer, source, tmp_path / "out.jsonl", errors_path=tmp_path / "bad.jsonl"
     )
-    assert [r["id"] for r in _read_jsonl(tmp_path / "out.jsonl")] == [1, 8]
+    assert [r["id"] for r in _read_jsonl(tmp_path / "out.jsonl")] == [1, 8, 10]
     messages = {e.row: e.message for e in report.errors}
-    assert set(messages) == {2, 3, 4, 5, 6}
+    assert set(messages) == {2, 3, 4, 5, 6, 9}
+    assert messages[9] == "invalid Unicode: an unpaired surrogate escape"
     assert messages[2].startswith("invalid JSON")
     assert messages[3] == "expected a JSON object, got list"
     assert messages[4] == "no 'text' field"

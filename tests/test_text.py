@@ -49,3 +49,8 @@ def test_every_task_has_fixed_labels() -> None:
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="known tasks: sentiment"):
         parse_task("toxicity")
+
+
+def test_an_unpaired_surrogate_becomes_the_replacement_character() -> None:
+    assert normalize("cut \ud83d emoji \udc00") == "cut \ufffd emoji \ufffd"
+    assert normalize("whole \U0001f600") == "whole \U0001f600"
