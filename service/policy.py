@@ -76,7 +76,8 @@ def match_tokens(text: str) -> list[str]:
     which also turns "hello" into "helo": both sides are squeezed the same way). Only whole words
     match, so "Scunthorpe" never matches a banned substring.
     """
-    decomposed = unicodedata.normalize("NFKD", text.lower())
+    # Lowercase after NFKD: styled capitals (𝐈𝐃𝐈𝐎𝐓, 🄸🄳) only become plain capitals there.
+    decomposed = unicodedata.normalize("NFKD", text).lower()
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     words: list[str] = []
     for raw in stripped.split():

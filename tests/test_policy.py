@@ -29,6 +29,7 @@ def scores(
         ("sh1t b@stard $hit", ["shit", "bastard", "shit"]),
         ("@brand in 2024!", ["brand", "in"]),
         ("Scunthorpe", ["scunthorpe"]),
+        ("𝐈𝐃𝐈𝐎𝐓 🄸🄳", ["idiot", "id"]),  # styled capitals
     ],
 )
 def test_match_tokens_normalises_evasions(text: str, tokens: list[str]) -> None:
