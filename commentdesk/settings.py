@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.encoder import BASE_ENCODER_SHA256
+from model.explain import MAX_ROWS
 from model.scorer import Runtime
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ class ApiSettings(BaseModel):
     max_chars: int = Field(default=5000, ge=1, description="Characters per comment.")
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request body size limit.")
     explain_max_rows: int = Field(
-        default=10,
+        default=MAX_ROWS,
         ge=3,
         description="Model rows per explained comment: a comment with more words is explained "
         "coarse to fine (runs of words, then the runs that matter word by word).",

@@ -66,7 +66,9 @@ async def analyze(
         raise PerspectiveError("Must request at least one attribute.")
     names = list(body.requestedAttributes)
     mapped = {name: attribute(name, batcher.scorer.tasks) for name in names}
-    languages, detected = languages_for(body.languages, text, names, detector)
+    languages, detected = await run_in_threadpool(
+        languages_for, body.languages, text, names, detector
+    )  # the detector's model loads on first use: off the event loop
     spans = sentences(text) if body.spanAnnotations else []
     predictions = await batcher.predict([text, *(text[begin:end] for begin, end in spans)])
     scores: dict[str, Any] = {}
@@ -108,7 +110,9 @@ async def suggest_score(
     if not body.attributeScores:
         raise PerspectiveError("Must suggest a score for at least one attribute.")
     names = list(body.attributeScores)
-    languages, detected = languages_for(body.languages, text, names, detector)
+    languages, detected = await run_in_threadpool(
+        languages_for, body.languages, text, names, detector
+    )  # the detector's model loads on first use: off the event loop
     rows = []
     for name, suggested in body.attributeScores.items():
         mapped = attribute(name, batcher.scorer.tasks)
