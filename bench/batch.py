@@ -3,8 +3,9 @@
 Builds a CSV of ``--rows`` rows (default 1,000,000) from real tweets (every TweetEval text,
 shuffled with a fixed seed, then cycled; id, author, a like count and the text per row), then in
 this one command:
-  (o) the offline scorer: ``scorer.predict`` on the first ``--offline-rows`` texts of the file,
-      already in memory, in chunks of the batch tool's size (no reading, no writing);
+  (o) the offline scorer: ``scorer.score`` (arrays, no dict per comment) on the first
+      ``--offline-rows`` texts of the file, already in memory, in chunks of the batch tool's size
+      (no reading, no validation, no writing);
   (l) ``commentdesk score big.csv -o out.csv`` (local engine) in a subprocess;
   (r) ``--engine ray --ray-workers 2`` (a local Ray started by the command) on the first
       ``--ray-rows`` rows (default: all), compared label by label with the local output.
@@ -98,10 +99,10 @@ def run_measured(command: list[str]) -> tuple[float, int]:
 
 def offline_rate(model_dir: Path, texts: list[str]) -> float:
     scorer = load_scorer(model_dir)
-    scorer.predict(texts[:256])  # warm-up
+    scorer.score(texts[:256])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(texts), CHUNK_ROWS):
-        scorer.predict(texts[i : i + CHUNK_ROWS])
+        scorer.score(texts[i : i + CHUNK_ROWS])
     return len(texts) / (time.perf_counter() - start)
 
 

@@ -97,6 +97,9 @@ class Manifest(BaseModel):
             raise ValueError("the onnx model must be listed in files")
         return self
 
+    def thresholds(self) -> dict[Task, float | None]:
+        return {task: spec.threshold for task, spec in self.tasks.items()}
+
 
 def library_versions(*libraries: str) -> dict[str, str]:
     """Python's and each named distribution's version, recorded in every manifest."""

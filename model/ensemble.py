@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
-from model.scorer import Prediction, Scorer, decide
-from model.tasks import LABELS, Task
+from model.scorer import ArrayScorer, Scorer, Scores
+from model.tasks import Task
 
 
-class EnsembleScorer:
+class EnsembleScorer(ArrayScorer):
     def __init__(
         self,
         first: Scorer,
@@ -29,22 +27,12 @@ class EnsembleScorer:
         self.version = f"{first.version}+{second.version}"
         self.tasks = tuple(t for t in first.tasks if t in second.tasks)
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def score(self, texts: Sequence[str]) -> Scores:
         if not texts:
-            return []
-        out = []
-        for a, b in zip(self.first.predict(texts), self.second.predict(texts), strict=True):
-            labels: dict[Task, str] = {}
-            scores: dict[Task, dict[str, float]] = {}
-            for task in self.tasks:
-                w = self.weights.get(task, 1.0)
-                probabilities = np.array(
-                    [
-                        w * a.scores[task][label] + (1 - w) * b.scores[task][label]
-                        for label in LABELS[task]
-                    ]
-                )
-                labels[task] = decide(task, probabilities, self.thresholds.get(task))
-                scores[task] = dict(zip(LABELS[task], map(float, probabilities), strict=True))
-            out.append(Prediction(labels=labels, scores=scores))
-        return out
+            return Scores.empty(self.tasks)
+        a, b = self.first.score(texts).probabilities, self.second.score(texts).probabilities
+        probabilities = {}
+        for task in self.tasks:
+            w = self.weights.get(task, 1.0)
+            probabilities[task] = w * a[task] + (1 - w) * b[task]
+        return Scores.decided(probabilities, self.thresholds)

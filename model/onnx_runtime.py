@@ -19,7 +19,7 @@ import numpy as np
 from model.artifact import Manifest, sha256_file
 from model.encoder import base_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import Prediction, predictions, softmax
+from model.scorer import ArrayScorer, Scores, softmax
 from model.tasks import Task
 from model.text import normalize
 
@@ -49,7 +49,7 @@ def buckets(lengths: Sequence[int], max_rows: int, max_tokens: int) -> Iterator[
         yield np.array(group)
 
 
-class OnnxScorer:
+class OnnxScorer(ArrayScorer):
     """Scores with a transformer model's int8 ONNX export; also embeds comments for replies."""
 
     def __init__(
@@ -124,15 +124,15 @@ class OnnxScorer:
         ]
         return dict(zip(self.tasks, merged[:-1], strict=True)), merged[-1]
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def score(self, texts: Sequence[str]) -> Scores:
         if not texts:
-            return []
+            return Scores.empty(self.tasks)
         logits, _ = self._run(texts)
         probabilities = {
             task: softmax(values, self.manifest.tasks[task].temperature)
             for task, values in logits.items()
         }
-        return predictions(self.tasks, self.manifest, probabilities, len(texts))
+        return Scores.decided(probabilities, self.manifest.thresholds())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length sentence embeddings from the same (adapted) encoder pass."""

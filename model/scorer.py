@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -26,12 +27,77 @@ class Prediction:
     scores: dict[Task, dict[str, float]]
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A batch's labels (str arrays) and probabilities (rows x labels) per task, one row per
+    text: bulk consumers (batch scoring) read these without building a dict per comment."""
+
+    labels: dict[Task, np.ndarray]
+    probabilities: dict[Task, np.ndarray]
+
+    @classmethod
+    def decided(
+        cls, probabilities: dict[Task, np.ndarray], thresholds: Mapping[Task, float | None]
+    ) -> Scores:
+        return cls(
+            {task: decide_rows(task, p, thresholds.get(task)) for task, p in probabilities.items()},
+            probabilities,
+        )
+
+    @classmethod
+    def empty(cls, tasks: Sequence[Task]) -> Scores:
+        return cls(
+            {task: np.array([], dtype=object) for task in tasks},
+            {task: np.zeros((0, len(LABELS[task]))) for task in tasks},
+        )
+
+    def __len__(self) -> int:
+        return len(next(iter(self.labels.values()), ()))
+
+    def rows(self, start: int, stop: int) -> Scores:
+        return Scores(
+            {task: labels[start:stop] for task, labels in self.labels.items()},
+            {task: p[start:stop] for task, p in self.probabilities.items()},
+        )
+
+    def predictions(self) -> list[Prediction]:
+        tasks = list(self.labels)
+        labels = [self.labels[task].tolist() for task in tasks]
+        values = [self.probabilities[task].tolist() for task in tasks]
+        return [
+            Prediction(
+                labels={task: labels[t][row] for t, task in enumerate(tasks)},
+                scores={
+                    task: dict(zip(LABELS[task], values[t][row], strict=True))
+                    for t, task in enumerate(tasks)
+                },
+            )
+            for row in range(len(self))
+        ]
+
+
 class Scorer(Protocol):
     name: str
     version: str
     tasks: tuple[Task, ...]
 
+    def score(self, texts: Sequence[str]) -> Scores: ...
+
     def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+class ArrayScorer(ABC):
+    """Base of the real scorers: ``score`` computes arrays, ``predict`` is its per-comment view."""
+
+    name: str
+    version: str
+    tasks: tuple[Task, ...]
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> Scores: ...
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        return self.score(texts).predictions()
 
 
 @runtime_checkable
@@ -70,14 +136,19 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return result
 
 
-def decide(task: Task, probabilities: np.ndarray, threshold: float | None) -> str:
-    labels = LABELS[task]
-    if threshold is not None:
-        return labels[1] if probabilities[1] >= threshold else labels[0]
-    return labels[int(np.argmax(probabilities))]
+def decide_rows(task: Task, probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Each row's label: the positive one at or over a binary task's threshold, else the most
+    probable."""
+    labels = np.array(LABELS[task], dtype=object)
+    chosen: np.ndarray = (
+        labels[np.argmax(probabilities, axis=1)]
+        if threshold is None
+        else np.where(probabilities[:, 1] >= threshold, labels[1], labels[0])
+    )
+    return chosen
 
 
-class LinearScorer:
+class LinearScorer(ArrayScorer):
     """Scores with a TF-IDF + linear model directory."""
 
     def __init__(self, model: TfidfLinearModel, manifest: Manifest):
@@ -87,30 +158,13 @@ class LinearScorer:
         self.version = manifest.version
         self.tasks = tuple(manifest.tasks)
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def score(self, texts: Sequence[str]) -> Scores:
         if not texts:
-            return []
-        return predictions(self.tasks, self.manifest, self.model.predict_proba(texts), len(texts))
+            return Scores.empty(self.tasks)
+        return Scores.decided(self.model.predict_proba(texts), self.manifest.thresholds())
 
 
-def predictions(
-    tasks: Sequence[Task], manifest: Manifest, probabilities: dict[Task, np.ndarray], rows: int
-) -> list[Prediction]:
-    predictions = []
-    for row in range(rows):
-        labels: dict[Task, str] = {}
-        scores: dict[Task, dict[str, float]] = {}
-        for task in tasks:
-            row_probs = probabilities[task][row]
-            labels[task] = decide(task, row_probs, manifest.tasks[task].threshold)
-            scores[task] = {
-                label: float(p) for label, p in zip(LABELS[task], row_probs, strict=True)
-            }
-        predictions.append(Prediction(labels=labels, scores=scores))
-    return predictions
-
-
-class TransformerScorer:
+class TransformerScorer(ArrayScorer):
     """Scores with the multi-task MiniLM network: one encoder pass per batch for every task."""
 
     def __init__(
@@ -144,11 +198,11 @@ class TransformerScorer:
         self.batch_size = batch_size
         self._torch = torch
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def score(self, texts: Sequence[str]) -> Scores:
         from model.transformer import encode
 
         if not texts:
-            return []
+            return Scores.empty(self.tasks)
         order = np.argsort([len(t) for t in texts])
         probabilities = {task: np.zeros((len(texts), len(LABELS[task]))) for task in self.tasks}
         with self._torch.inference_mode():
@@ -158,7 +212,7 @@ class TransformerScorer:
                 for task, logits in self.network(**batch).items():
                     scaled = logits.double() / self.manifest.tasks[task].temperature
                     probabilities[task][index] = self._torch.softmax(scaled, dim=-1).numpy()
-        return predictions(self.tasks, self.manifest, probabilities, len(texts))
+        return Scores.decided(probabilities, self.manifest.thresholds())
 
 
 def load_scorer(

@@ -1,7 +1,11 @@
-"""API keys: random secrets shown once, stored only as salted SHA-256 hashes, each with a role.
+"""API keys: random secrets shown once, stored only as salted scrypt hashes, each with a role.
 
 A key looks like ``cdk_<prefix>_<secret>``; the prefix finds the row, the hash proves the secret.
-Keys carry 256 bits of randomness, so a fast salted hash is enough (no password stretching).
+Keys carry 256 bits of randomness, so the slow KDF is defence in depth for a leaked database, not
+what keeps a key from being guessed; its cost is stored in each hash (``scrypt$<log2 N>$<hex>``)
+so it can be raised later. Hashes of keys made before scrypt (plain salted SHA-256) still verify
+and are rehashed with scrypt the first time the key is used. Verified keys are cached
+(:class:`KeyCache`), so the KDF runs once per key per cache period, not per request.
 """
 
 from __future__ import annotations
@@ -64,8 +68,24 @@ class Principal:
             raise Forbidden(f"role {self.role.value!r} may not {permission.value}")
 
 
-def _hash(salt: str, secret: str) -> str:
-    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+SCRYPT_LOG2_N = 14  # 16 MiB and ~50 ms a hash on this project's 2-core reference machine
+
+
+def _hash(salt: str, secret: str, log2_n: int = SCRYPT_LOG2_N) -> str:
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt.encode(), n=2**log2_n, r=8, p=1, maxmem=2**28, dklen=32
+    )
+    return f"scrypt${log2_n}${digest.hex()}"
+
+
+def _verify(stored: str, salt: str, secret: str) -> bool:
+    """Constant-time comparison against a scrypt hash or a legacy salted SHA-256 one."""
+    if stored.startswith("scrypt$"):
+        _, log2_n, _ = stored.split("$", 2)
+        presented = _hash(salt, secret, int(log2_n))
+    else:
+        presented = hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+    return hmac.compare_digest(stored.encode(), presented.encode())
 
 
 def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
@@ -87,10 +107,13 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     if len(parts) != 3 or parts[0] != "cdk":
         raise Unauthenticated("malformed API key")
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if key is None or not hmac.compare_digest(key.key_hash, _hash(key.salt, parts[2])):
+    if key is None or not _verify(key.key_hash, key.salt, parts[2]):
         raise Unauthenticated("unknown API key")
     if key.revoked_at is not None:
         raise Unauthenticated("this API key was revoked")
+    if not key.key_hash.startswith(f"scrypt${SCRYPT_LOG2_N}$"):
+        key.key_hash = _hash(key.salt, parts[2])  # a legacy or cheaper hash: upgrade it
+        session.commit()
     return Principal(key_id=key.id, name=key.name, role=Role(key.role))
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
 from model.errors import InvalidTextError
-from model.scorer import Scorer, check_text
+from model.scorer import Scorer, Scores, check_text
 from model.tasks import LABELS, Task
 from service.scoring import prediction_fields
 
@@ -53,8 +53,6 @@ ID_COLUMNS = ("id", "comment_id", "message_id", "tweet_id", "post_id", "uuid")
 CSV_FIELD_LIMIT = 16 * 1024 * 1024
 STATE_VERSION = 1
 MAX_SAMPLE_ERRORS = 100
-
-Fields = dict[str, Any]
 
 
 class BatchInputError(ValueError):
@@ -318,50 +316,47 @@ def _flat_value(value: Any) -> Any:
 
 def score_columns(tasks: Sequence[Task]) -> list[str]:
     columns = []
-    for task, labels in layout_of(tasks):
-        columns.append(f"label.{task}")
-        columns.extend(f"score.{task}.{label}" for label in labels)
+    for task in tasks:
+        columns.append(f"label.{task.value}")
+        columns.extend(f"score.{task.value}.{label}" for label in LABELS[task])
     return columns
 
 
-Layout = list[tuple[str, tuple[str, ...]]]  # (task, its labels) in output column order
-
-
-def layout_of(tasks: Sequence[Task]) -> Layout:
-    return [(task.value, LABELS[task]) for task in tasks]
-
-
-def _flat_row(
-    record: dict[str, Any], fields: Fields, inputs: Sequence[str], layout: Layout
-) -> list[Any]:
-    """Input values as text, then per task its label and probabilities (``score_columns`` order)."""
-    row = [_flat_value(record.get(column)) for column in inputs]
-    labels, scores = fields["labels"], fields["scores"]
-    for task, names in layout:
-        probabilities = scores[task]
-        row.append(labels[task])
-        row.extend(round(probabilities[name], 6) for name in names)
-    return row
+def _flat_columns(
+    records: list[dict[str, Any]], inputs: Sequence[str], scores: Scores
+) -> list[list[Any]]:
+    """Column by column: input values as text, then per task its label and probabilities
+    rounded to 6 places (``score_columns`` order); built from the arrays, no dict per row."""
+    columns = [[_flat_value(record.get(name)) for record in records] for name in inputs]
+    for task, labels in scores.labels.items():
+        columns.append(labels.tolist())
+        columns.extend(
+            [round(p, 6) for p in column] for column in scores.probabilities[task].T.tolist()
+        )
+    return columns
 
 
 def _encode_text_part(
     kind: FileType,
-    rows: list[tuple[dict[str, Any], Fields]],
+    records: list[dict[str, Any]],
+    scores: Scores,
     columns: list[str],
     input_columns: int,
-    layout: Layout,
     header: bool,
 ) -> bytes:
     buffer = io.StringIO()
     if kind.format == "jsonl":
-        for record, fields in rows:
+        for record, prediction in zip(records, scores.predictions(), strict=True):
+            fields = prediction_fields(prediction)
             buffer.write(json.dumps({**record, **fields}, ensure_ascii=False, default=str) + "\n")
     else:
         writer = csv.writer(buffer, delimiter=DELIMITERS[kind.format], lineterminator="\n")
         if header:
             writer.writerow(columns)
-        inputs = columns[:input_columns]
-        writer.writerows(_flat_row(record, fields, inputs, layout) for record, fields in rows)
+        if records:
+            writer.writerows(
+                zip(*_flat_columns(records, columns[:input_columns], scores), strict=True)
+            )
     data = buffer.getvalue().encode("utf-8", "surrogateescape")
     # Each part of a .gz output is a complete gzip member: members joined are one valid file.
     return gzip.compress(data, mtime=0) if kind.gzip else data
@@ -383,18 +378,16 @@ def _parquet_schema(columns: list[str], input_columns: int) -> Any:
 
 def _write_parquet_part(
     path: Path,
-    rows: list[tuple[dict[str, Any], Fields]],
+    records: list[dict[str, Any]],
+    scores: Scores,
     columns: list[str],
     input_columns: int,
-    layout: Layout,
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = _parquet_schema(columns, input_columns)
-    inputs = columns[:input_columns]
-    flat = [_flat_row(record, fields, inputs, layout) for record, fields in rows]
-    values = list(zip(*flat, strict=True)) if flat else [() for _ in columns]
+    values = _flat_columns(records, columns[:input_columns], scores)
     arrays = [
         pa.array(column, type=field.type) for column, field in zip(values, schema, strict=True)
     ]
@@ -412,9 +405,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class Engine(Protocol):
-    """Turns chunks of texts into API fields, chunk by chunk, in order."""
+    """Turns chunks of texts into scores, chunk by chunk, in order."""
 
-    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]: ...
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[Scores]: ...
 
 
 class LocalEngine:
@@ -423,10 +416,9 @@ class LocalEngine:
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
 
-    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]:
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[Scores]:
         for texts in chunks:
-            predictions = self.scorer.predict(texts) if texts else []
-            yield [prediction_fields(p) for p in predictions]
+            yield self.scorer.score(texts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +502,6 @@ def score_file(
         id_name = find_column(columns, id_column, ID_COLUMNS, "id") if columns else id_column
         report.text_column, report.id_column = text_name, id_name
         out_columns = [*columns, *score_columns(tasks)]
-        layout = layout_of(tasks)
         state = {
             "version": STATE_VERSION,
             "input": _fingerprint(input_path),
@@ -568,10 +559,11 @@ def score_file(
                 pending.append(chunk)
                 yield [text for _, text in chunk.valid]
 
-        for fields in engine.score(texts()):
+        for scores in engine.score(texts()):
             chunk = pending.pop(0)
-            scored = [(record, f) for (record, _), f in zip(chunk.valid, fields, strict=True)]
-            _write_part(work, chunk, scored, out_kind, out_columns, len(columns), layout, id_name)
+            if len(scores) != len(chunk.valid):
+                raise RuntimeError(f"{len(scores)} scores for {len(chunk.valid)} comments")
+            _write_part(work, chunk, scores, out_kind, out_columns, len(columns), id_name)
             if progress is not None:
                 progress(chunk.rows)
 
@@ -608,33 +600,30 @@ def _prepare_work_dir(work: Path, state: dict[str, Any], restart: bool) -> int:
 def _write_part(
     work: Path,
     chunk: _Chunk,
-    scored: list[tuple[dict[str, Any], Fields]],
+    scores: Scores,
     kind: FileType,
     columns: list[str],
     input_columns: int,
-    layout: Layout,
     id_column: str | None,
 ) -> None:
     """Data, then errors, then the meta file: the meta file's presence marks the chunk done."""
     data = work / f"part-{chunk.index:06d}{kind.suffix}"
+    records = [record for record, _ in chunk.valid]
     if kind.format == "parquet":
         temporary = data.with_name(data.name + ".tmp")
-        _write_parquet_part(temporary, scored, columns, input_columns, layout)
+        _write_parquet_part(temporary, records, scores, columns, input_columns)
         os.replace(temporary, data)
     else:
         part = _encode_text_part(
-            kind, scored, columns, input_columns, layout, header=chunk.index == 0
+            kind, records, scores, columns, input_columns, header=chunk.index == 0
         )
         _atomic_write(data, part)
     errors = "".join(_error_line(e, id_column) for e in chunk.errors)
     _atomic_write(work / f"errors-{chunk.index:06d}.jsonl", errors.encode())
-    labels: dict[str, Counter[str]] = {}
-    for _, fields in scored:
-        for task, label in fields["labels"].items():
-            labels.setdefault(task, Counter())[label] += 1
+    labels = {task.value: Counter(values.tolist()) for task, values in scores.labels.items()}
     meta = {
         "rows": chunk.rows,
-        "scored": len(scored),
+        "scored": len(records),
         "failed": len(chunk.errors),
         "labels": labels,
         "sample_errors": [
@@ -666,7 +655,8 @@ def _assemble(
     else:
         with temporary.open("wb") as out:
             if count == 0 and kind.format != "jsonl":
-                out.write(_encode_text_part(kind, [], columns, input_columns, [], header=True))
+                empty = _encode_text_part(kind, [], Scores.empty([]), columns, 0, header=True)
+                out.write(empty)
             for index in range(count):
                 with (work / f"part-{index:06d}{kind.suffix}").open("rb") as part:
                     shutil.copyfileobj(part, out)

@@ -8,7 +8,6 @@ are the same as with the local engine); Ray Data spreads the expensive part, the
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from model.scorer import Runtime, load_scorer
-from service.batch import Fields
-from service.scoring import prediction_fields
+from model.scorer import Runtime, Scores, load_scorer
+from model.tasks import LABELS, Task
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +28,25 @@ class ScoreBatch:
         self.scorer = load_scorer(Path(model_dir), runtime=runtime, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        predictions = self.scorer.predict([str(text) for text in batch["text"]])
-        # JSON keeps every float exactly (shortest repr round-trips), so outputs match locally.
-        fields = [json.dumps(prediction_fields(p)) for p in predictions]
-        return {"fields": np.array(fields, dtype=object)}
+        """One column per task's labels and per label's probabilities (float64, exact)."""
+        scores = self.scorer.score([str(text) for text in batch["text"]])
+        columns = {}
+        for task, labels in scores.labels.items():
+            columns[f"label.{task.value}"] = labels
+            for k, label in enumerate(LABELS[task]):
+                columns[f"score.{task.value}.{label}"] = scores.probabilities[task][:, k]
+        return columns
+
+
+def _scores_of(columns: dict[str, np.ndarray]) -> Scores:
+    tasks = [Task(name.removeprefix("label.")) for name in columns if name.startswith("label.")]
+    return Scores(
+        {task: columns[f"label.{task.value}"] for task in tasks},
+        {
+            task: np.stack([columns[f"score.{task.value}.{label}"] for label in LABELS[task]], 1)
+            for task in tasks
+        },
+    )
 
 
 class RayEngine:
@@ -68,7 +81,7 @@ class RayEngine:
         self.window_rows = window_rows
         self.batch_rows = batch_rows
 
-    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]:
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[Scores]:
         """Chunks gathered into windows of about ``window_rows`` rows, one Ray Data pass each."""
         window: list[list[str]] = []
         for texts in chunks:
@@ -79,27 +92,31 @@ class RayEngine:
         if window:
             yield from self._score_window(window)
 
-    def _score_window(self, window: list[list[str]]) -> Iterator[list[Fields]]:
+    def _score_window(self, window: list[list[str]]) -> Iterator[Scores]:
         import ray
 
         flat = [text for texts in window for text in texts]
-        fields: list[Fields] = []
-        if flat:
-            dataset = ray.data.from_items([{"text": text} for text in flat]).map_batches(
-                ScoreBatch,
-                fn_constructor_kwargs={
-                    "model_dir": self.model_dir,
-                    "runtime": self.runtime,
-                    "threads": self.threads,
-                },
-                concurrency=self.workers,
-                batch_size=self.batch_rows,
-                num_cpus=self.threads,
-            )
-            fields = [json.loads(row["fields"]) for row in dataset.iter_rows()]
-        if len(fields) != len(flat):
-            raise RuntimeError(f"Ray returned {len(fields)} results for {len(flat)} comments")
+        if not flat:
+            yield from (Scores.empty([]) for _ in window)
+            return
+        dataset = ray.data.from_items([{"text": text} for text in flat]).map_batches(
+            ScoreBatch,
+            fn_constructor_kwargs={
+                "model_dir": self.model_dir,
+                "runtime": self.runtime,
+                "threads": self.threads,
+            },
+            concurrency=self.workers,
+            batch_size=self.batch_rows,
+            num_cpus=self.threads,
+        )
+        batches: list[dict[str, np.ndarray]] = list(
+            dataset.iter_batches(batch_size=None, batch_format="numpy")  # type: ignore[arg-type]
+        )
+        scores = _scores_of({key: np.concatenate([b[key] for b in batches]) for key in batches[0]})
+        if len(scores) != len(flat):
+            raise RuntimeError(f"Ray returned {len(scores)} results for {len(flat)} comments")
         start = 0
         for texts in window:
-            yield fields[start : start + len(texts)]
+            yield scores.rows(start, start + len(texts))
             start += len(texts)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from model.errors import ArtifactError, InvalidTextError
 from service.auth import Forbidden, Unauthenticated
 from service.batching import ScoringTimeout
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_S = 5
 
 
 class ModelNotReady(Exception):
@@ -81,6 +89,17 @@ def install_error_handlers(app: FastAPI) -> None:
         response = _error(503, "scoring_timeout", str(exc))
         response.headers["Retry-After"] = "1"
         return response
+
+    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Nothing was written (the transaction failed); the pool reconnects by itself once the
+        # database is back (pre-ping), so the client only has to retry.
+        logger.error("database unavailable: %s", str(exc).splitlines()[0][:300])
+        response = _error(503, "database_unavailable", "the database is unavailable; retry later")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+    for exception in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(exception, _database_unavailable)
 
     @app.exception_handler(InvalidComment)
     async def _invalid_comment(_: Request, exc: InvalidComment) -> JSONResponse:

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.scorer import Scorer
+from model.scorer import Scorer, Scores
 from model.tasks import LABELS, Task
-from service.batch import BatchInputError, Fields, LocalEngine, score_file
+from service.batch import BatchInputError, LocalEngine, score_file
 
 ROWS = [
     {"id": f"r{i}", "text": text, "author": f"user {i}"}
@@ -170,11 +170,11 @@ class CrashingEngine(LocalEngine):
         super().__init__(scorer)
         self.after = after
 
-    def score(self, chunks: Iterator[list[str]]) -> Iterator[list[Fields]]:
-        for index, fields in enumerate(super().score(chunks)):
+    def score(self, chunks: Iterator[list[str]]) -> Iterator[Scores]:
+        for index, scores in enumerate(super().score(chunks)):
             if index == self.after:
                 raise Crash
-            yield fields
+            yield scores
 
 
 @pytest.mark.parametrize("out_format", ["csv", "jsonl.gz", "parquet"])
