@@ -6,6 +6,7 @@ Nested sections use ``__``: ``COMMENTDESK_API__MAX_COMMENTS=64``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,19 @@ class ApiSettings(BaseModel):
         ge=0,
         description="How long a verified API key is trusted without a database lookup "
         "(a key revoked elsewhere stops working within this time).",
+    )
+    rate_limit_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        description="Sustained requests per second per API key (token bucket, per worker "
+        "process); over it: 429 with Retry-After. 0 turns rate limiting off.",
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="Requests a key may send at once before the rate applies."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API cross-site (CORS); none by default.",
     )
 
 
@@ -105,7 +119,17 @@ class ScoringSettings(BaseModel):
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    access_log: bool = Field(default=True, description="One log line per request (uvicorn).")
+    access_log: bool = Field(default=True, description="One log line per request.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line with the request id; text: plain."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, /metrics asks for 'Authorization: Bearer <token>' (Prometheus "
+        "bearer_token); otherwise restrict /metrics at the reverse proxy.",
+    )
 
 
 class BatchSettings(BaseModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from commentdesk.settings import Settings
@@ -20,8 +20,11 @@ from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.errors import install_error_handlers
 from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
+from service.logs import RedactApiKeys
+from service.metrics import Metrics, RequestObserver
 from service.perspective import LanguageDetector
 from service.policy import load_policy
+from service.ratelimit import RateLimiter
 from service.replies import ReplySuggester
 from service.routes import admin, batches, comments, health, perspective, queue, score, templates
 from service.ui.routes import install_ui
@@ -43,25 +46,9 @@ def embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], 
     return pinned
 
 
-class RedactApiKeys(logging.Filter):
-    """Perspective clients send the API key in the query string (``?key=``): keep it out of the
-    access log, whose request line holds the query."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _KEY_PARAMETER.sub(r"\1<redacted>", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
-
-
-_KEY_PARAMETER = re.compile(r"((?:^|[?&])key=)[^&\s]*")
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    access_log = logging.getLogger("uvicorn.access")
+    access_log = logging.getLogger("uvicorn.access")  # when run by plain uvicorn
     if not any(isinstance(f, RedactApiKeys) for f in access_log.filters):
         access_log.addFilter(RedactApiKeys())
 
@@ -75,6 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(url)
         app.state.sessions = make_sessionmaker(engine)
         app.state.key_cache = KeyCache(settings.api.key_cache_seconds)
+        app.state.rate_limiter = RateLimiter(
+            settings.api.rate_limit_per_second, settings.api.rate_limit_burst
+        )
+        metrics.watch_database(app.state.sessions)
         app.state.policy = load_policy(settings.policy_file)
         scoring = settings.scoring
         try:
@@ -92,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_wait_s=scoring.micro_batch_wait_ms / 1000,
             max_batch=scoring.micro_batch_max,
             deadline_s=scoring.deadline_ms / 1000,
+            on_call=metrics.observe_model_call,
         )
         app.state.batcher.start()
         app.state.batch_worker = None
@@ -117,12 +109,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    metrics = app.state.metrics = Metrics()
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Goog-Api-Key"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.api.max_body_bytes,
         per_path={"/v1/batches": settings.batch.max_upload_bytes},
     )
     app.add_middleware(SecurityHeaders)
+    # Outermost: every answer, the middlewares' own 413s included, is timed, logged and has an id.
+    app.add_middleware(RequestObserver, metrics=metrics, access_log=settings.server.access_log)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(score.router)
@@ -132,5 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(templates.router)
     app.include_router(batches.router)
     app.include_router(perspective.router)
+    if settings.server.metrics:
+        app.include_router(health.metrics_router)
     install_ui(app)
     return app

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,8 +40,11 @@ class MicroBatcher:
         max_batch: int,
         deadline_s: float,
         calls_in_flight: int = 2,
+        on_call: Callable[[int, float], None] | None = None,
     ):
+        """``on_call(rows, seconds)`` is told of every model call (metrics)."""
         self.scorer = scorer
+        self.on_call = on_call
         self.max_wait_s, self.max_batch, self.deadline_s = max_wait_s, max_batch, deadline_s
         self._jobs: deque[_Job] = deque()
         self._arrived = asyncio.Event()
@@ -125,6 +128,7 @@ class MicroBatcher:
 
     async def _call(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
+        started = time.perf_counter()
         try:
             predictions = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.scorer.predict, texts
@@ -138,6 +142,8 @@ class MicroBatcher:
         finally:
             self._slots.release()
         self.calls += 1
+        if self.on_call is not None:
+            self.on_call(len(texts), time.perf_counter() - started)
         start = 0
         for job in jobs:
             if not job.future.done():

@@ -21,6 +21,7 @@ from service.batching import MicroBatcher
 from service.errors import ModelNotReady
 from service.perspective import LanguageDetector
 from service.policy import Policy
+from service.ratelimit import RateLimiter
 from service.replies import ReplySuggester
 
 bearer = HTTPBearer(
@@ -98,7 +99,8 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
 
 async def principal_of(request: Request, authorization: str | None) -> Principal:
     """The key's principal, from the key cache or checked in the database off the event loop;
-    raises :class:`Unauthenticated` for a missing, unknown or revoked key."""
+    raises :class:`Unauthenticated` for a missing, unknown or revoked key and
+    :class:`RateLimited` for a key over its rate."""
     cache: KeyCache = request.app.state.key_cache
     principal = cache.get(authorization) if authorization else None
     if principal is None:
@@ -110,6 +112,8 @@ async def principal_of(request: Request, authorization: str | None) -> Principal
         principal = await run_in_threadpool(lookup)
         if authorization is not None:
             cache.put(authorization, principal)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.check(principal.key_id)
     return principal
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from model.errors import ArtifactError, InvalidTextError
 from service.auth import Forbidden, Unauthenticated
 from service.batching import ScoringTimeout
+from service.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for exception in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(exception, _database_unavailable)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        response = _error(429, "rate_limited", str(exc))
+        response.headers["Retry-After"] = exc.retry_after_header
+        return response
 
     @app.exception_handler(InvalidComment)
     async def _invalid_comment(_: Request, exc: InvalidComment) -> JSONResponse:
