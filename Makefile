@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install chromium serve test lint model model-card
+.PHONY: install chromium serve test lint audit model model-card
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
+
+# Known vulnerabilities in the installed dependencies (needs PyPI's JSON API: not run in CI,
+# whose registry proxy serves only the package index; see docs/operations.md).
+audit: install
+	$(VENV)/bin/pip-audit --local --skip-editable --strict --progress-spinner off
 
 # Rebuild the committed models and their model cards from ../shared/data.
 model: install

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -82,20 +84,63 @@ def main(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Server processes (default 1; see docs/operations.md)."),
+    ] = None,
     model_dir: ModelDirOption = None,
+    require_model: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-model/--allow-no-model",
+            help="Exit at start-up, saying why, when the model cannot be loaded (corrupted, "
+            "malformed or mismatched); --allow-no-model stays up with /readyz answering 503.",
+        ),
+    ] = None,
 ) -> None:
     """Start the HTTP service on the embedded defaults (committed model)."""
     import uvicorn
 
     from service.app import create_app
+    from service.logs import log_config
 
-    settings = _settings(model_dir=model_dir)
-    server = settings.server.model_copy(
-        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    )
-    uvicorn.run(
-        create_app(settings), host=server.host, port=server.port, access_log=server.access_log
-    )
+    # Options become settings through the environment, which worker processes read too.
+    options = {
+        "COMMENTDESK_SERVER__HOST": host,
+        "COMMENTDESK_SERVER__PORT": port,
+        "COMMENTDESK_SERVER__WORKERS": workers,
+        "COMMENTDESK_MODEL_DIR": model_dir,
+        "COMMENTDESK_SERVER__REQUIRE_MODEL": require_model,
+    }
+    os.environ.update({name: str(value) for name, value in options.items() if value is not None})
+    settings = _settings()
+    server = settings.server
+    logs = log_config(server.log_format, server.log_level)
+    logging.config.dictConfig(logs)  # before the app is built: its start-up is logged too
+    common: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "access_log": False,  # the service writes its own access line (with the request id)
+        "log_config": logs,
+    }
+    if server.workers > 1:
+        # Each worker's metrics go to files that any worker merges when scraped.
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="commentdesk-metrics-")
+        uvicorn.run("service.app:create_app", factory=True, workers=server.workers, **common)
+        return
+    application = create_app(settings)
+    try:
+        uvicorn.run(application, **common)
+    except SystemExit as exc:  # uvicorn's exit when the start-up failed
+        reason = getattr(application.state, "load_error", None)
+        if reason is None:
+            raise
+        _fail(
+            f"not serving: the model in {settings.model_dir} cannot be loaded: {reason} "
+            f"(--allow-no-model or COMMENTDESK_SERVER__REQUIRE_MODEL=false stays up, not ready; "
+            f"exit {exc.code})"
+        )
 
 
 @app.command()
@@ -150,10 +195,12 @@ def score(
     from model.scorer import load_scorer
     from service.batch import (
         BatchInputError,
+        BatchOutputError,
         Engine,
         count_rows,
         default_output,
         file_type,
+        parts_dir,
         score_file,
     )
 
@@ -194,6 +241,14 @@ def score(
                 progress=bar.update,
             )
     except (BatchInputError, ArtifactError) as exc:
+        _fail(str(exc))
+    except BatchOutputError as exc:
+        kept = parts_dir(output)
+        _fail(
+            f"{exc}; {input_path} is untouched and no {output.name} was written. The completed "
+            f"chunks are kept in {kept}: make room, then run the same command to continue."
+        )
+    except OSError as exc:  # the input cannot be opened or read
         _fail(str(exc))
     resumed = (
         f", {report.chunks_resumed} chunks kept from an earlier run"

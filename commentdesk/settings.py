@@ -118,8 +118,14 @@ class ScoringSettings(BaseModel):
 
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535, description="0: any free port.")
     access_log: bool = Field(default=True, description="One log line per request.")
+    require_model: bool = Field(
+        default=True,
+        description="Refuse to start, saying why, when the model cannot be loaded (corrupted, "
+        "malformed or mismatched); false: stay up with /readyz answering 503.",
+    )
+    workers: int = Field(default=1, ge=1, description="Server processes (serve --workers).")
     log_format: Literal["json", "text"] = Field(
         default="json", description="json: one object per line with the request id; text: plain."
     )

@@ -76,14 +76,19 @@ class Scores:
         ]
 
 
-class Scorer(Protocol):
+class Predictor(Protocol):
+    """What per-comment callers need: the model's name and version, and ``predict``."""
+
     name: str
     version: str
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+class Scorer(Predictor, Protocol):
     tasks: tuple[Task, ...]
 
     def score(self, texts: Sequence[str]) -> Scores: ...
-
-    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
 
 
 class ArrayScorer(ABC):

@@ -32,6 +32,10 @@ from service.ui.routes import install_ui
 logger = logging.getLogger(__name__)
 
 
+class ModelNotServable(RuntimeError):
+    """Start-up refused: the model cannot be loaded and ``server.require_model`` is on."""
+
+
 def embedder_factory(settings: Settings, scorer: Scorer | None) -> Callable[[], Embedder]:
     """Reply similarity reuses the ONNX model's own sentence embedding when it serves; otherwise
     the pinned MiniLM through PyTorch, loaded on first use."""
@@ -73,9 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.model_dir, runtime=scoring.runtime, threads=scoring.threads
             )
         except ArtifactError as exc:
+            app.state.load_error = str(exc)
+            if settings.server.require_model:
+                engine.dispose()
+                raise ModelNotServable(
+                    f"the model in {settings.model_dir} cannot be loaded: {exc}"
+                ) from exc
             # Stay up so /readyz can say why; scoring answers 503 until a valid model is there.
             logger.error("model not loaded: %s", exc)
-            app.state.load_error = str(exc)
         app.state.language_detector = LanguageDetector()
         app.state.suggester = ReplySuggester(embedder_factory(settings, app.state.scorer))
         app.state.batcher = MicroBatcher(

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db.tables import ApiKey, utcnow
@@ -69,12 +70,15 @@ class Principal:
 
 
 SCRYPT_LOG2_N = 14  # 16 MiB and ~50 ms a hash on this project's 2-core reference machine
+# At most this many hashes at once: a burst of new keys costs time, not 16 MiB per thread.
+_HASHING = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
 
 
 def _hash(salt: str, secret: str, log2_n: int = SCRYPT_LOG2_N) -> str:
-    digest = hashlib.scrypt(
-        secret.encode(), salt=salt.encode(), n=2**log2_n, r=8, p=1, maxmem=2**28, dklen=32
-    )
+    with _HASHING:
+        digest = hashlib.scrypt(
+            secret.encode(), salt=salt.encode(), n=2**log2_n, r=8, p=1, maxmem=2**28, dklen=32
+        )
     return f"scrypt${log2_n}${digest.hex()}"
 
 
@@ -98,6 +102,15 @@ def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
 
 
 def authenticate(session: Session, authorization: str | None) -> Principal:
+    return verify_key(session, authorization)[0]
+
+
+def verify_key(
+    session: Session, authorization: str | None, trusted_hash: str | None = None
+) -> tuple[Principal, str]:
+    """The key's principal and stored hash. ``trusted_hash`` is a hash this exact token was
+    verified against before (the key cache's): while the row still holds it, the slow KDF is
+    skipped and only revocation is checked."""
     if not authorization:
         raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <key>'")
     scheme, _, token = authorization.partition(" ")
@@ -106,15 +119,27 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     parts = token.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != "cdk":
         raise Unauthenticated("malformed API key")
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if key is None or not _verify(key.key_hash, key.salt, parts[2]):
+    row = session.execute(
+        select(
+            ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.salt, ApiKey.key_hash, ApiKey.revoked_at
+        ).where(ApiKey.prefix == parts[1])
+    ).first()
+    # End the read before the deliberately slow hash: on SQLite every transaction holds the
+    # write lock, and no one should wait on another client's key check.
+    session.rollback()
+    if row is None or (
+        not (trusted_hash is not None and hmac.compare_digest(row.key_hash, trusted_hash))
+        and not _verify(row.key_hash, row.salt, parts[2])
+    ):
         raise Unauthenticated("unknown API key")
-    if key.revoked_at is not None:
+    if row.revoked_at is not None:
         raise Unauthenticated("this API key was revoked")
-    if not key.key_hash.startswith(f"scrypt${SCRYPT_LOG2_N}$"):
-        key.key_hash = _hash(key.salt, parts[2])  # a legacy or cheaper hash: upgrade it
+    stored: str = row.key_hash
+    if not stored.startswith(f"scrypt${SCRYPT_LOG2_N}$"):  # legacy or cheaper: upgrade
+        stored = _hash(row.salt, parts[2])
+        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(key_hash=stored))
         session.commit()
-    return Principal(key_id=key.id, name=key.name, role=Role(key.role))
+    return Principal(key_id=row.id, name=row.name, role=Role(row.role)), stored
 
 
 def revoke_key(session: Session, key_id: int) -> bool:
@@ -135,7 +160,7 @@ class KeyCache:
 
     def __init__(self, ttl: float):
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, Principal, str]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -149,13 +174,20 @@ class KeyCache:
             return None
         return entry[1]
 
-    def put(self, authorization: str, principal: Principal) -> None:
+    def verified_hash(self, authorization: str) -> str | None:
+        """The stored hash this token was last verified against, fresh or not."""
+        with self._lock:
+            entry = self._entries.get(self._id(authorization))
+        return entry[2] if entry is not None else None
+
+    def put(self, authorization: str, principal: Principal, key_hash: str = "") -> None:
         if self.ttl <= 0:
             return
         with self._lock:
             if len(self._entries) > 10_000:  # bounded: unknown tokens are never cached anyway
                 self._entries.clear()
-            self._entries[self._id(authorization)] = (time.monotonic() + self.ttl, principal)
+            entry = (time.monotonic() + self.ttl, principal, key_hash)
+            self._entries[self._id(authorization)] = entry
 
     def forget(self, key_id: int) -> None:
         with self._lock:

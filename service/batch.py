@@ -27,10 +27,12 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
+
+import numpy as np
 
 from model.errors import InvalidTextError
 from model.scorer import Scorer, Scores, check_text
@@ -57,6 +59,16 @@ MAX_SAMPLE_ERRORS = 100
 
 class BatchInputError(ValueError):
     """The input as a whole cannot be read: unknown format, missing file or text column."""
+
+
+class BatchOutputError(RuntimeError):
+    """The output cannot be written (disk full, file too large, no permission): the run stops,
+    no partial output is left under the output's name, and the completed chunks are kept."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -330,9 +342,7 @@ def _flat_columns(
     columns = [[_flat_value(record.get(name)) for record in records] for name in inputs]
     for task, labels in scores.labels.items():
         columns.append(labels.tolist())
-        columns.extend(
-            [round(p, 6) for p in column] for column in scores.probabilities[task].T.tolist()
-        )
+        columns.extend(np.round(scores.probabilities[task], 6).T.tolist())
     return columns
 
 
@@ -394,10 +404,30 @@ def _write_parquet_part(
     pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
 
+@contextmanager
+def _writing(path: Path, *partial: Path) -> Iterator[None]:
+    """A failed write becomes a :class:`BatchOutputError` naming ``path`` and the reason (an
+    ``OSError`` from ``write`` does not name its file); the ``partial`` files are removed."""
+    try:
+        yield
+    except OSError as exc:
+        for leftover in partial:
+            with suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        reason = exc.strerror if exc.strerror and exc.filename is None else str(exc)
+        raise BatchOutputError(path, reason) from exc
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with _writing(path, temporary):
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+
+
+def parts_dir(output_path: Path) -> Path:
+    """Where the chunks of a run writing ``output_path`` are kept until it completes."""
+    return output_path.with_name(output_path.name + ".parts")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +509,7 @@ def score_file(
     if input_path.resolve() == output_path.resolve():
         raise BatchInputError("the output would overwrite the input; choose another path")
     errors_path = errors_path or output_path.with_name(output_path.name + ".errors.jsonl")
-    work = output_path.with_name(output_path.name + ".parts")
+    work = parts_dir(output_path)
     engine = engine or LocalEngine(scorer)
     tasks = list(scorer.tasks)
     report = BatchReport(label_counts={task.value: Counter() for task in tasks})
@@ -590,9 +620,10 @@ def _prepare_work_dir(work: Path, state: dict[str, Any], restart: bool) -> int:
                 f"{work} holds an unfinished run with another input, model or options; "
                 "rerun that command to finish it, or pass --restart to discard it"
             )
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    with _writing(work):
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     _atomic_write(state_file, json.dumps(state).encode())
     return 0
 
@@ -611,8 +642,9 @@ def _write_part(
     records = [record for record, _ in chunk.valid]
     if kind.format == "parquet":
         temporary = data.with_name(data.name + ".tmp")
-        _write_parquet_part(temporary, records, scores, columns, input_columns)
-        os.replace(temporary, data)
+        with _writing(data, temporary):
+            _write_parquet_part(temporary, records, scores, columns, input_columns)
+            os.replace(temporary, data)
     else:
         part = _encode_text_part(
             kind, records, scores, columns, input_columns, header=chunk.index == 0
@@ -645,23 +677,28 @@ def _assemble(
     """Join the parts in order into the output and the errors file, then remove them."""
     count = _completed_chunks(work)
     temporary = output.with_name(output.name + ".tmp")
-    if kind.format == "parquet":
-        import pyarrow.parquet as pq
-
-        schema = _parquet_schema(columns, input_columns)
-        with pq.ParquetWriter(temporary, schema) as writer:
-            for index in range(count):
-                writer.write_table(pq.read_table(work / f"part-{index:06d}{kind.suffix}"))
-    else:
-        with temporary.open("wb") as out:
-            if count == 0 and kind.format != "jsonl":
-                empty = _encode_text_part(kind, [], Scores.empty([]), columns, 0, header=True)
-                out.write(empty)
-            for index in range(count):
-                with (work / f"part-{index:06d}{kind.suffix}").open("rb") as part:
-                    shutil.copyfileobj(part, out)
     errors_temporary = errors_path.with_name(errors_path.name + ".tmp")
-    with errors_temporary.open("wb") as errors_out:
+    # A failure (disk full) leaves neither file half-written; the parts stay for a rerun.
+    with _writing(output, temporary):
+        if kind.format == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = _parquet_schema(columns, input_columns)
+            with pq.ParquetWriter(temporary, schema) as writer:
+                for index in range(count):
+                    writer.write_table(pq.read_table(work / f"part-{index:06d}{kind.suffix}"))
+        else:
+            with temporary.open("wb") as out:
+                if count == 0 and kind.format != "jsonl":
+                    empty = _encode_text_part(kind, [], Scores.empty([]), columns, 0, header=True)
+                    out.write(empty)
+                for index in range(count):
+                    with (work / f"part-{index:06d}{kind.suffix}").open("rb") as part:
+                        shutil.copyfileobj(part, out)
+    with (
+        _writing(errors_path, errors_temporary, temporary),
+        errors_temporary.open("wb") as errors_out,
+    ):
         for index in range(count):
             with (work / f"errors-{index:06d}.jsonl").open("rb") as part:
                 shutil.copyfileobj(part, errors_out)
@@ -674,6 +711,7 @@ def _assemble(
             report.label_counts.setdefault(task, Counter()).update(counts)
         room = MAX_SAMPLE_ERRORS - len(report.errors)
         report.errors.extend(RowError(e["row"], e["message"]) for e in meta["sample_errors"][:room])
-    os.replace(temporary, output)
-    os.replace(errors_temporary, errors_path)
+    with _writing(output, errors_temporary, temporary):
+        os.replace(errors_temporary, errors_path)  # the output last: its presence means done
+        os.replace(temporary, output)
     shutil.rmtree(work)

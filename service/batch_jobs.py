@@ -2,11 +2,13 @@
 
 A job's files live in ``state_dir/batches/<token>/``. The worker runs queued jobs oldest first;
 a job that was running when the server stopped (or was killed) is run again at the next start
-and continues after its last completed chunk (``service.batch`` keeps the parts on disk).
+and continues after its last completed chunk (``service.batch`` keeps the parts on disk). A job
+interrupted because the database went away is likewise taken up again once it is back.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import shutil
@@ -18,14 +20,26 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.scorer import Scorer
 from service.auth import Principal
-from service.batch import BatchInputError, count_rows, file_type, score_file
+from service.batch import (
+    BatchInputError,
+    BatchOutputError,
+    count_rows,
+    file_type,
+    parts_dir,
+    score_file,
+)
 from service.db.tables import BatchJob, utcnow
 
 logger = logging.getLogger(__name__)
+
+# The database is unreachable: no reason to fail a job, whose state cannot be recorded anyway.
+DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class JobStatus(StrEnum):
@@ -49,6 +63,10 @@ class Progress:
     rows_per_second: float | None
 
 
+class UploadNotStored(Exception):
+    """The server's disk is full (or over quota): the upload cannot be kept."""
+
+
 def create_job(
     session: Session,
     principal: Principal,
@@ -66,13 +84,17 @@ def create_job(
     out_suffix = in_kind.suffix if output_format is None else "." + output_format.lstrip(".")
     out_kind = file_type(Path("result" + out_suffix))
     folder = directory / secrets.token_hex(8)
-    folder.mkdir(parents=True)
     input_path = folder / ("input" + in_kind.suffix)
     try:
+        folder.mkdir(parents=True)
         with input_path.open("wb") as out:
             shutil.copyfileobj(upload, out, 1024 * 1024)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise UploadNotStored(
+                f"the server cannot store the upload: {exc.strerror}; nothing was queued"
+            ) from exc
         raise
     job = BatchJob(
         status=JobStatus.QUEUED.value,
@@ -177,6 +199,13 @@ class BatchWorker:
                     "batch job %d paused for shutdown; it resumes at the next start", job_id
                 )
                 return
+            except Exception as exc:  # its state could not be recorded (the database is away)
+                logger.error(
+                    "batch job %d interrupted (%s); it resumes from its last chunk",
+                    job_id,
+                    str(exc).splitlines()[0][:300],
+                )
+                self._stop.wait(self.poll_seconds)
 
     def _update(self, job_id: int, **values: object) -> None:
         with self.sessions() as session:
@@ -215,15 +244,20 @@ class BatchWorker:
                 chunk_rows=self.chunk_rows,
                 progress=progress,
             )
-        except _Stopping:
+        except (_Stopping, *DATABASE_ERRORS):
             raise
-        except BatchInputError as exc:
-            self._update(
-                job_id, status=JobStatus.FAILED.value, error=str(exc), finished_at=utcnow()
-            )
+        except (BatchInputError, BatchOutputError) as exc:
+            logger.error("batch job %d failed: %s", job_id, exc)
+            # A failed job is never resumed: its parts would only take space (a full disk).
+            shutil.rmtree(parts_dir(output_path), ignore_errors=True)
+            error = str(exc)
+            if isinstance(exc, BatchOutputError):  # the server's own paths are not the client's
+                error = f"the server cannot write the result ({exc.path.name}): {exc.reason}"
+            self._update(job_id, status=JobStatus.FAILED.value, error=error, finished_at=utcnow())
             return
         except Exception as exc:  # a job must never take the worker down with it
             logger.exception("batch job %d failed", job_id)
+            shutil.rmtree(parts_dir(output_path), ignore_errors=True)
             self._update(
                 job_id,
                 status=JobStatus.FAILED.value,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio.from_thread
+
 from model.scorer import Prediction, Scorer
 
 logger = logging.getLogger(__name__)
@@ -149,3 +151,17 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_result(predictions[start : start + len(job.texts)])
             start += len(job.texts)
+
+
+class BlockingBatcher:
+    """The micro-batcher for code running in a worker thread (ingest): its comments join the
+    same model calls as ``/v1/score``'s instead of making small calls of their own."""
+
+    def __init__(self, batcher: MicroBatcher):
+        self.batcher = batcher
+        self.name, self.version = batcher.scorer.name, batcher.scorer.version
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if len(texts) > self.batcher.max_batch:  # a batch of its own, not held to the deadline
+            return self.batcher.scorer.predict(texts)
+        return anyio.from_thread.run(self.batcher.predict, texts)

@@ -6,18 +6,20 @@ thread pool, a thread hop per dependency per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from commentdesk.settings import Settings
 from model.scorer import Scorer
-from service.auth import KeyCache, Permission, Principal, authenticate
+from service.auth import KeyCache, Permission, Principal, verify_key
 from service.batching import MicroBatcher
+from service.db.engine import read_only
 from service.errors import ModelNotReady
 from service.perspective import LanguageDetector
 from service.policy import Policy
@@ -67,8 +69,20 @@ async def get_language_detector(request: Request) -> LanguageDetector:
     return detector
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the request.
+
+    On SQLite a writing transaction holds the database's one write lock, and worker threads
+    waiting for that lock can fill the thread pool, so a lock holder must never need a free
+    thread to let go of it. Hence: GET requests only read (their transactions take no lock);
+    once a request has committed, what follows only builds its answer (response validation runs
+    in a worker thread), so later transactions take no lock either; and the session is closed
+    by this ``async`` dependency on the event loop, not in a worker thread."""
     with request.app.state.sessions() as session:
+        if request.method in ("GET", "HEAD"):
+            read_only(session)
+        else:
+            event.listen(session, "after_commit", read_only)
         yield session
 
 
@@ -102,16 +116,19 @@ async def principal_of(request: Request, authorization: str | None) -> Principal
     raises :class:`Unauthenticated` for a missing, unknown or revoked key and
     :class:`RateLimited` for a key over its rate."""
     cache: KeyCache = request.app.state.key_cache
-    principal = cache.get(authorization) if authorization else None
-    if principal is None:
+    cached = cache.get(authorization) if authorization else None
+    if cached is not None:
+        principal = cached
+    else:
+        trusted = cache.verified_hash(authorization) if authorization else None
 
-        def lookup() -> Principal:
+        def lookup() -> tuple[Principal, str]:
             with request.app.state.sessions() as session:
-                return authenticate(session, authorization)
+                return verify_key(read_only(session), authorization, trusted)
 
-        principal = await run_in_threadpool(lookup)
+        principal, key_hash = await run_in_threadpool(lookup)
         if authorization is not None:
-            cache.put(authorization, principal)
+            cache.put(authorization, principal, key_hash)
     limiter: RateLimiter = request.app.state.rate_limiter
     limiter.check(principal.key_id)
     return principal

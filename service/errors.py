@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -43,7 +46,7 @@ def _error(status: int, code: str, message: str, **extra: object) -> JSONRespons
 
 def install_error_handlers(app: FastAPI) -> None:
     from service.batch import BatchInputError
-    from service.batch_jobs import JobNotDone, JobNotFound
+    from service.batch_jobs import JobNotDone, JobNotFound, UploadNotStored
     from service.perspective import PerspectiveError
     from service.queue import (
         AlreadyDecided,
@@ -69,6 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidCursor: (422, "invalid_cursor"),
         InvalidTextError: (422, "invalid_text"),
         ModelNotReady: (503, "model_not_ready"),
+        UploadNotStored: (507, "insufficient_storage"),
         ArtifactError: (503, "model_not_ready"),
     }
 
@@ -101,6 +105,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for exception in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(exception, _database_unavailable)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own body, ASCII-escaped: an echoed input may hold half a surrogate pair,
+        # which UTF-8 cannot encode (the default handler then fails with a 500).
+        content = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(content, status_code=422, media_type="application/json")
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:

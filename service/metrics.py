@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.db.engine import read_only
 from service.db.tables import BatchJob, Decision, QueueItem
 from service.logs import new_request_id, redact_query, request_id
 
@@ -48,6 +49,7 @@ class DatabaseCounts(Collector):
             "commentdesk_batch_jobs", "Batch jobs per status.", labels=["status"]
         )
         with self.sessions() as session:
+            read_only(session)
             counts = select(QueueItem.view, QueueItem.status, func.count())
             for view, status, count in session.execute(
                 counts.group_by(QueueItem.view, QueueItem.status)

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from model.tasks import Task
+from service.schemas import StoredStr, unstorable
 
 MAX_COMMENT_BYTES = 20 * 1024
 SUPPORTED_LANGUAGES = ("en",)
@@ -92,7 +93,18 @@ class AttributeParameters(BaseModel):
 
 
 class AnalyzeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "comment": {"text": "you are an idiot"},
+                    "requestedAttributes": {"TOXICITY": {}, "NEEDS_REPLY": {}},
+                    "languages": ["en"],
+                }
+            ]
+        },
+    )
 
     comment: TextEntry | None = None
     context: Context | None = None
@@ -122,15 +134,76 @@ class AttributeScores(BaseModel):
 
 
 class SuggestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "comment": {"text": "you are an idiot"},
+                    "attributeScores": {"TOXICITY": {"summaryScore": {"value": 0.9}}},
+                    "languages": ["en"],
+                }
+            ]
+        },
+    )
 
     comment: TextEntry | None = None
     context: Context | None = None
     attributeScores: dict[str, AttributeScores] | None = None
     languages: list[StrictStr] | None = None
-    communityId: StrictStr | None = Field(default=None, max_length=256)
-    clientToken: StrictStr | None = Field(default=None, max_length=256)
+    communityId: StoredStr | None = Field(default=None, max_length=256)
+    clientToken: StoredStr | None = Field(default=None, max_length=256)
     sessionId: StrictStr | None = None
+
+
+class AnalyzeResponse(BaseModel):
+    attributeScores: dict[str, AttributeScores] = Field(
+        description="Per requested attribute (those under their scoreThreshold left out)."
+    )
+    languages: list[str] = Field(description="The languages the comment was scored as.")
+    detectedLanguages: list[str] = Field(description="Detected when none was requested.")
+    clientToken: str | None = Field(default=None, description="Echoed when sent.")
+
+
+class SuggestResponse(BaseModel):
+    detectedLanguages: list[str]
+    requestedLanguages: list[str]
+    clientToken: str | None = Field(default=None, description="Echoed when sent.")
+
+
+class GoogleErrorBody(BaseModel):
+    code: int = Field(description="The HTTP status.")
+    message: str
+    status: str = Field(description="INVALID_ARGUMENT, PERMISSION_DENIED or NOT_FOUND.")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="Perspective's errorType, where there is one."
+    )
+
+
+class GoogleError(BaseModel):
+    """Google's JSON error shape."""
+
+    error: GoogleErrorBody
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its definitions inlined, for an OpenAPI ``requestBody`` of a
+    route that parses its body itself (the models are not recursive)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**resolve(definitions[node["$ref"].rsplit("/", 1)[-1]]), **rest}
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -146,7 +219,8 @@ def parse(kind: type[RequestT], body: bytes) -> RequestT:
         raise PerspectiveError(f"Invalid JSON payload received. {where}: {first['msg']}.") from None
 
 
-def comment_text(entry: TextEntry | None) -> str:
+def comment_text(entry: TextEntry | None, stored: bool = False) -> str:
+    """The comment's text; one that is ``stored`` must also be storable (no NUL character)."""
     if entry is None or entry.text is None or not entry.text.strip():
         raise PerspectiveError("Comment must be non-empty.", error_type="COMMENT_EMPTY")
     size = len(entry.text.encode("utf-8", errors="surrogatepass"))
@@ -155,6 +229,8 @@ def comment_text(entry: TextEntry | None) -> str:
             f"Comment text too long: {size} bytes; the limit is {MAX_COMMENT_BYTES} bytes.",
             error_type="COMMENT_TOO_LONG",
         )
+    if stored and (problem := unstorable(entry.text)) is not None:
+        raise PerspectiveError(f"Invalid JSON payload received. comment.text: {problem}.")
     return entry.text
 
 

@@ -13,7 +13,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from model.errors import InvalidTextError
-from model.scorer import Scorer, check_text
+from model.scorer import Predictor, check_text
 from model.tasks import LABELS, Task
 from service.auth import Principal
 from service.db.tables import Comment, Decision, QueueItem, ReplyTemplate, utcnow
@@ -140,7 +140,7 @@ def _insert_for(session: Session) -> Any:
 
 def ingest(
     session: Session,
-    scorer: Scorer,
+    scorer: Predictor,
     policy: Policy,
     comments: Sequence[IncomingComment],
     max_chars: int,
@@ -151,10 +151,15 @@ def ingest(
             check_text(comment.text, max_chars)
         except InvalidTextError as exc:
             raise InvalidComment(index, f"comment {index}: {exc}") from exc
+        if (nul := comment.text.find("\x00")) >= 0:  # PostgreSQL cannot store it
+            raise InvalidComment(
+                index, f"comment {index}: text has a NUL character (U+0000) at character {nul}"
+            )
     first_index: dict[tuple[str, str], int] = {}
     for index, comment in enumerate(comments):
         first_index.setdefault((comment.source, comment.external_id), index)
     existing = _existing_ids(session, list(first_index))
+    session.commit()  # end the read: the model must not run under SQLite's write lock
     new = [comments[i] for key, i in first_index.items() if key not in existing]
     predictions = scorer.predict([c.text for c in new]) if new else []
     now = utcnow()
@@ -268,14 +273,22 @@ def _encode_cursor(item: QueueItem) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
+INT32 = 2**31  # priorities and ids are 32-bit integers in PostgreSQL
+INVALID_CURSOR = "invalid cursor: pass back the next_cursor of the previous page"
+
+
 def _decode_cursor(cursor: str) -> tuple[int, datetime, int]:
+    """The position a cursor holds; anything this server did not write is an InvalidCursor,
+    never a value the database cannot take (a naive time, an integer out of range)."""
     try:
         priority, received, comment_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(priority), datetime.fromisoformat(received), int(comment_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
-        raise InvalidCursor(
-            "invalid cursor: pass back the next_cursor of the previous page"
-        ) from exc
+        when = datetime.fromisoformat(received)
+        position = int(priority), when.astimezone(UTC), int(comment_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+        raise InvalidCursor(INVALID_CURSOR) from exc
+    if when.tzinfo is None or not all(-INT32 <= v < INT32 for v in (position[0], position[2])):
+        raise InvalidCursor(INVALID_CURSOR)
+    return position
 
 
 ORDER = (QueueItem.priority.desc(), QueueItem.received_at.asc(), QueueItem.comment_id.asc())

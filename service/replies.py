@@ -7,8 +7,8 @@ cached until the template changes, so a suggestion costs one short encoder pass.
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -54,6 +54,9 @@ class _Usage:
     counts: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
 
 
+COMMENT_CACHE_SIZE = 4096  # 384 float32 each: about 6 MB
+
+
 class ReplySuggester:
     """Ranks templates for a comment; templates, embeddings and usage stay in memory.
 
@@ -69,6 +72,8 @@ class ReplySuggester:
         self._embeddings: dict[int, tuple[datetime, np.ndarray]] = {}
         self._catalogue: _Catalogue | None = None
         self._usage = _Usage()
+        # Comment embeddings by text: a queue page shows mostly the comments it showed before.
+        self._comments: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def embedder(self) -> Embedder:
@@ -76,6 +81,21 @@ class ReplySuggester:
             if self._embedder is None:
                 self._embedder = self._make_embedder()
             return self._embedder
+
+    def _embed_comments(self, texts: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            known = {t: self._comments[t] for t in texts if t in self._comments}
+            for text in known:
+                self._comments.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = dict(zip(missing, self.embedder.embed(missing), strict=True))
+            known.update(fresh)
+            with self._lock:
+                self._comments.update(fresh)
+                while len(self._comments) > COMMENT_CACHE_SIZE:
+                    self._comments.popitem(last=False)
+        return [known[t] for t in texts]
 
     def _examples(self, template: ReplyTemplate) -> np.ndarray:
         cached = self._embeddings.get(template.id)
@@ -150,14 +170,30 @@ class ReplySuggester:
         variables: Mapping[str, object],
         k: int,
     ) -> list[Suggestion]:
+        return self.suggest_many(session, [(text, scores, variables)], k)[0]
+
+    def suggest_many(
+        self,
+        session: Session,
+        comments: Sequence[tuple[str, Mapping[str, Mapping[str, float]], Mapping[str, object]]],
+        k: int,
+    ) -> list[list[Suggestion]]:
+        """Top ``k`` suggestions for each ``(text, scores, variables)``, with one model call.
+
+        Ends the session's current transaction (reads only) before the model call: on SQLite
+        every transaction holds the write lock, which must never wait on the model."""
         catalogue = self._load_catalogue(session)
-        if not catalogue.templates:
-            return []
-        intents = intents_of(scores)
-        usage = self._usage_for_intent(session, intents[0][0].value)
-        templates = [replace(t, usage=usage.get(t.id, 0)) for t in catalogue.templates]
-        similarity = catalogue.similarity(self.embedder.embed([text])[0])
-        return rank(templates, intents, similarity, variables, k)
+        if not catalogue.templates or not comments:
+            return [[] for _ in comments]
+        session.commit()
+        vectors = self._embed_comments([text for text, _, _ in comments])
+        out = []
+        for (_, scores, variables), vector in zip(comments, vectors, strict=True):
+            intents = intents_of(scores)
+            usage = self._usage_for_intent(session, intents[0][0].value)
+            templates = [replace(t, usage=usage.get(t.id, 0)) for t in catalogue.templates]
+            out.append(rank(templates, intents, catalogue.similarity(vector), variables, k))
+        return out
 
 
 def load_defaults(session: Session) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -25,6 +28,108 @@ EXAMPLE_SCORES: dict[str, Any] = {
     "offensive": {"not-offensive": 0.93, "offensive": 0.07},
     "question": {"not-question": 0.12, "question": 0.88},
 }
+
+
+# Row ids are 32-bit integers in PostgreSQL (and 64-bit in SQLite): a larger id is refused with a
+# 422 instead of reaching the database, which cannot take it.
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID, description="The id (1 to 2^31 - 1).")]
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: str) -> str | None:
+    """Why the text cannot be stored, or None when it can."""
+    if (found := _UNSTORABLE.search(value)) is None:
+        return None
+    what = "a NUL character" if found.group() == "\x00" else "an unpaired surrogate"
+    return f"contains {what} at position {found.start()}"
+
+
+def _storable(value: str) -> str:
+    if (problem := unstorable(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Text that is stored: PostgreSQL cannot hold a NUL character, and no database (nor JSON in UTF-8)
+# half of a surrogate pair; either is refused with a 422 that names the field.
+StoredStr = Annotated[StrictStr, AfterValidator(_storable)]
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(
+        description="Machine-readable: unauthenticated, forbidden, not_found, invalid_comment, "
+        "too_many_comments, body_too_large, scoring_timeout, database_unavailable, ..."
+    )
+    message: str = Field(description="What went wrong, for people.")
+
+
+class ErrorResponse(BaseModel):
+    """commentdesk's error body; some errors add fields to ``error`` (e.g. ``index``)."""
+
+    error: ErrorDetail
+
+
+class ValidationErrorItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field.")
+    msg: str
+    type: str
+
+
+class RequestValidationErrorOut(BaseModel):
+    """A request that does not match the schema (FastAPI's shape)."""
+
+    detail: list[ValidationErrorItem]
+
+
+class MalformedRequestOut(BaseModel):
+    """A body that cannot be parsed at all (e.g. not UTF-8)."""
+
+    detail: str
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body cannot be parsed (e.g. it is not UTF-8).",
+    401: "No, malformed, unknown or revoked API key.",
+    403: "The key's role may not do this.",
+    404: "Not found.",
+    409: "Conflicts with the item's state.",
+    413: "The request body is over the size limit.",
+    422: "The request does not match the schema, or a value is invalid.",
+    429: "Over the key's rate limit; Retry-After says when to retry.",
+    503: "The model is not loaded, scoring timed out or the database is unavailable; "
+    "Retry-After says when to retry.",
+}
+ERROR_MODELS: dict[int, Any] = {
+    400: MalformedRequestOut,
+    422: RequestValidationErrorOut | ErrorResponse,
+}
+
+
+def error_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of error statuses with their bodies; a ``(status, description)``
+    pair replaces the generic description."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for entry in statuses:
+        status, description = entry if isinstance(entry, tuple) else (entry, None)
+        responses[status] = {
+            "model": ERROR_MODELS.get(status, ErrorResponse),
+            "description": description or ERROR_DESCRIPTIONS[status],
+        }
+    return responses
+
+
+# Every route that needs an API key: no or a bad key, a role without the permission, a key over
+# its rate, and a database that is away (keys are checked in it).
+AUTH_ERRORS = error_responses(401, 403, 429, 503)
+# Every route with a request body.
+BODY_ERRORS = error_responses(400, 413, 422)
 
 
 class CommentIn(BaseModel):
@@ -131,25 +236,25 @@ class Health(BaseModel):
 class IncomingCommentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: StrictStr = Field(
+    source: StoredStr = Field(
         min_length=1,
         max_length=100,
         description="Network or channel, e.g. 'twitter', 'instagram:brandpage'.",
     )
-    external_id: StrictStr = Field(
+    external_id: StoredStr = Field(
         min_length=1,
         max_length=256,
         description="The comment's id on its network; (source, external_id) is unique.",
     )
     text: StrictStr = Field(description="The comment as written.")
-    author: StrictStr | None = Field(
+    author: StoredStr | None = Field(
         default=None, max_length=256, description="Author handle or name."
     )
     created_at: AwareDatetime | None = Field(
         default=None, description="When it was written (with time zone)."
     )
-    url: StrictStr | None = Field(default=None, max_length=2048, description="Link to the comment.")
-    parent_id: StrictStr | None = Field(
+    url: StoredStr | None = Field(default=None, max_length=2048, description="Link to the comment.")
+    parent_id: StoredStr | None = Field(
         default=None, max_length=256, description="External id of the post or comment it answers."
     )
 
@@ -248,13 +353,13 @@ class DecisionIn(BaseModel):
     )
 
     action: DecisionAction = Field(description="approve, hide, reject, reply, escalate or relabel.")
-    note: StrictStr | None = Field(
+    note: StoredStr | None = Field(
         default=None, max_length=2000, description="Free text for the audit log."
     )
-    reply_text: StrictStr | None = Field(
+    reply_text: StoredStr | None = Field(
         default=None, max_length=5000, description="The reply (reply action only)."
     )
-    template_id: int | None = Field(
+    template_id: RowId | None = Field(
         default=None, description="The template the reply came from (reply action only)."
     )
     labels: dict[str, str] | None = Field(
@@ -263,7 +368,7 @@ class DecisionIn(BaseModel):
 
 
 class BulkDecisionIn(DecisionIn):
-    id: int = Field(description="The comment's id.")
+    id: RowId = Field(description="The comment's id.")
 
 
 class BulkDecisionRequest(BaseModel):
@@ -312,7 +417,7 @@ class StatsOut(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr = Field(min_length=1, max_length=100)
+    name: StoredStr = Field(min_length=1, max_length=100)
     role: Role = Field(description="admin, moderator, scorer or viewer.")
 
 
@@ -346,22 +451,30 @@ class SuggestionOut(BaseModel):
 class TemplateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr = Field(min_length=1, max_length=200)
+    name: StoredStr = Field(min_length=1, max_length=200)
     intents: list[Intent] = Field(
         min_length=1, description="question, complaint, praise, abuse or generic."
     )
-    body: StrictStr = Field(
+    body: StoredStr = Field(
         min_length=1, max_length=5000, description="Text with {variables} and {variable|fallback}."
     )
-    examples: list[StrictStr] = Field(
+    examples: list[StoredStr] = Field(
         default_factory=list, max_length=50, description="Comments it fits."
     )
     enabled: bool = True
-    language: StrictStr = Field(default="en", max_length=10)
+    language: StoredStr = Field(default="en", max_length=10)
 
 
-class TemplateOut(TemplateIn):
+class TemplateOut(BaseModel):
+    """A stored template as it is (rows from before a check on input still read back)."""
+
     id: int
+    name: str
+    intents: list[Intent]
+    body: str
+    examples: list[str]
+    enabled: bool
+    language: str
     usage_count: int
     created_at: datetime
     updated_at: datetime
@@ -384,9 +497,9 @@ class SuggestRequest(BaseModel):
     text: StrictStr | None = Field(
         default=None, description="A comment to answer (or give comment_id)."
     )
-    comment_id: int | None = Field(default=None, description="A stored comment to answer.")
+    comment_id: RowId | None = Field(default=None, description="A stored comment to answer.")
     k: int = Field(default=3, ge=1, le=20, description="How many suggestions.")
-    variables: dict[str, StrictStr] = Field(
+    variables: dict[str, StoredStr] = Field(
         default_factory=dict, description="Values for {variables}, e.g. author, brand, agent."
     )
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,12 +42,14 @@ class Server:
     state_dir: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more COMMENTDESK_* settings
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, ready_path: str = "/readyz") -> None:
+        """Start it and wait until ``ready_path`` answers 200."""
         self.port = self.port or free_port()
         env = {
             **os.environ,
@@ -55,6 +57,9 @@ class Server:
             "COMMENTDESK_DATABASE__URL": self.db_url,
             "COMMENTDESK_STATE_DIR": str(self.state_dir),
             "HF_HUB_OFFLINE": "1",
+            # Race and crash tests send as fast as they can: no per-key rate limit (429).
+            "COMMENTDESK_API__RATE_LIMIT_PER_SECOND": "0",
+            **self.env,
         }
         command = [sys.executable, "-m", "commentdesk.cli", "serve", "--port", str(self.port)]
         log = (self.state_dir / "server.log").open("ab")
@@ -66,7 +71,7 @@ class Server:
                     f"server exited with {self.process.returncode}; see {self.state_dir / 'server.log'}"
                 )
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{ready_path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 
 from commentdesk.settings import Settings
 from model.tasks import LABELS, Task
-from service.app import create_app
+from service.app import ModelNotServable, create_app
 from service.auth import Role, create_key
 from tests.conftest import running_api
 
@@ -139,8 +139,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert ready.json()["detail"]["model"] == "commentdesk-baseline"
 
 
-def test_missing_model_keeps_service_alive_but_not_ready(tmp_path: Path) -> None:
-    app = create_app(Settings(model_dir=tmp_path / "nothing", data_dir=None, state_dir=tmp_path))
+def test_missing_model_refuses_to_start_unless_asked_to_stay_up_not_ready(tmp_path: Path) -> None:
+    settings = Settings(model_dir=tmp_path / "nothing", data_dir=None, state_dir=tmp_path)
+    with pytest.raises(ModelNotServable, match="does not exist"), TestClient(create_app(settings)):
+        pass
+    settings.server.require_model = False
+    app = create_app(settings)
     with TestClient(app) as client, app.state.sessions() as session:
         client.headers["Authorization"] = f"Bearer {create_key(session, 'x', Role.SCORER)[1]}"
         assert client.get("/healthz").status_code == 200

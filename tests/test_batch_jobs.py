@@ -108,6 +108,49 @@ def test_bad_uploads_are_refused_with_a_reason(
         assert not list((tmp_path / "batches").glob("*/*")), "nothing of a refused upload is kept"
 
 
+def upload_raw(api: Api, name: str, content: bytes) -> Any:
+    """An upload whose file name goes on the wire as is (httpx would escape a NUL as %00)."""
+    body = (
+        b"--b0undary\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n'
+        b"Content-Type: text/csv\r\n\r\n" + content + b"\r\n--b0undary--\r\n"
+    )
+    headers = {**api.auth(Role.SCORER), "Content-Type": "multipart/form-data; boundary=b0undary"}
+    return api.client.post("/v1/batches", content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("name", "form", "message"),
+    [
+        ("x" * 300 + ".csv", {}, "the limit is 300"),
+        ("a\x00b.csv", {}, "NUL character"),
+        ("a.csv", {"text_column": "te\x00xt"}, "NUL character"),
+    ],
+)
+def test_names_the_database_cannot_store_are_refused(
+    tiny_model_dir: Path, db_url: str, tmp_path: Path, name: str, form: dict[str, str], message: str
+) -> None:
+    """The job row keeps the file name (300 characters) and the text column: a longer name or a
+    NUL character was a 500 on PostgreSQL."""
+    with running_api(tiny_model_dir, db_url, tmp_path) as api:
+        if form:
+            response = upload(api, name, b"text\nhi\n", **form)
+        else:
+            response = upload_raw(api, name, b"text\nhi\n")
+        assert response.status_code == 422, response.text
+        assert message in response.json()["error"]["message"]
+        assert not list((tmp_path / "batches").glob("*/*")), "nothing of a refused upload is kept"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/batches/{}", "/v1/batches/{}/result", "/v1/batches/{}/errors"]
+)
+def test_ids_beyond_the_databases_integers_are_a_422(api: Api, path: str) -> None:
+    for job_id in (0, 2**31, 2**63):  # 2**63 overflowed SQLite: a 500
+        response = api.client.get(path.format(job_id), headers=api.auth(Role.SCORER))
+        assert response.status_code == 422, response.text
+
+
 def test_a_request_without_a_file_is_refused(api: Api) -> None:
     response = api.client.post("/v1/batches", data={"x": "1"}, headers=api.auth(Role.SCORER))
     assert response.status_code == 422

@@ -188,7 +188,9 @@ def test_cors_is_closed_by_default_and_opens_only_to_configured_origins(
 def test_keys_are_stored_with_scrypt_and_legacy_hashes_upgrade_on_use(api: Api) -> None:
     with api.app.state.sessions() as session:
         key, plaintext = create_key(session, "new", Role.VIEWER)
-        assert key.key_hash.startswith("scrypt$14$") and plaintext.split("_", 2)[2] not in key.key_hash
+        assert (
+            key.key_hash.startswith("scrypt$14$") and plaintext.split("_", 2)[2] not in key.key_hash
+        )
         assert authenticate(session, f"Bearer {plaintext}").key_id == key.id
         # A key made before scrypt: salted SHA-256, as the first versions stored it.
         legacy, legacy_plain = create_key(session, "old", Role.VIEWER)
@@ -201,3 +203,76 @@ def test_keys_are_stored_with_scrypt_and_legacy_hashes_upgrade_on_use(api: Api) 
         stored = session.scalar(select(ApiKey.key_hash).where(ApiKey.id == legacy.id))
         assert stored is not None and stored.startswith("scrypt$14$")
         assert authenticate(session, f"Bearer {legacy_plain}").key_id == legacy.id
+
+
+def test_reads_and_key_checks_never_wait_for_the_sqlite_write_lock(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A writer holding SQLite's lock (here: another process's long transaction) must not stall
+    GET requests or key checks: they take no lock. Were they to wait, they would answer 503
+    after the 30 s busy timeout (and, under load, fill the thread pool the holder needs)."""
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    with running_api(tiny_model_dir, url, tmp_path) as api:
+        holder = api.app.state.sessions.kw["bind"].connect()
+        try:
+            # The engine begins every transaction IMMEDIATE: from here the lock is held.
+            holder.exec_driver_sql("DELETE FROM ui_sessions")
+            started = time.perf_counter()
+            page = api.client.get("/v1/queue", headers=api.auth(Role.VIEWER))  # key not cached
+            metrics = api.client.get("/metrics")
+            elapsed = time.perf_counter() - started
+        finally:
+            holder.rollback()
+            holder.close()
+        assert page.status_code == 200 and metrics.status_code == 200
+        assert elapsed < 10, f"reads waited {elapsed:.1f} s for the write lock"
+
+
+def test_after_a_commit_a_requests_transactions_take_no_lock(api: Api) -> None:
+    from service.db.engine import SQLITE_BEGIN
+    from service.deps import get_session
+
+    class FakeRequest:
+        method = "POST"
+        app = api.app
+
+    async def run() -> tuple[object, object]:
+        sessions = get_session(FakeRequest())  # type: ignore[arg-type]
+        session = await anext(sessions)
+        before = session.execution_options.get(SQLITE_BEGIN)
+        session.commit()
+        after = session.execution_options.get(SQLITE_BEGIN)
+        await sessions.aclose()
+        return before, after
+
+    import asyncio
+
+    assert asyncio.run(run()) == (None, "DEFERRED")
+
+
+def test_a_re_verified_key_skips_the_kdf_but_not_revocation(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import auth
+
+    with api.app.state.sessions() as session:
+        key, plaintext = create_key(session, "cached", Role.VIEWER)
+        header = f"Bearer {plaintext}"
+        principal, stored = auth.verify_key(session, header)
+
+        def no_kdf(*_: object) -> str:
+            raise AssertionError("the slow hash ran again")
+
+        monkeypatch.setattr(auth, "_hash", no_kdf)
+        assert auth.verify_key(session, header, trusted_hash=stored)[0] == principal
+        with pytest.raises(AssertionError, match="slow hash"):
+            auth.verify_key(session, header)  # without the cache's hash, the KDF runs
+        # The trusted hash comes from the cache, keyed by the exact token: no other token has one.
+        cache = auth.KeyCache(ttl=0.01)
+        cache.put(header, principal, stored)
+        time.sleep(0.02)
+        assert cache.get(header) is None and cache.verified_hash(header) == stored
+        assert cache.verified_hash(header[:-2] + "xy") is None
+        auth.revoke_key(session, key.id)
+        with pytest.raises(auth.Unauthenticated, match="revoked"):
+            auth.verify_key(session, header, trusted_hash=stored)

@@ -246,6 +246,36 @@ def test_suggestscore_is_kept_as_moderator_feedback(live: Api) -> None:
     assert "summaryScore" in assert_google_error(response, 400, "INVALID_ARGUMENT", None)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"comment": {"text": "you are an idiot\x00"}},
+        {"communityId": "/forum\x00"},
+        {"clientToken": "\x00"},
+    ],
+)
+def test_suggestscore_refuses_what_the_database_cannot_store(
+    tiny_model_dir: Path, db_url: str, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    """A NUL character in a stored field was a 500 on PostgreSQL; analyze, which stores
+    nothing, still scores such a comment."""
+    body = {
+        "comment": {"text": "you are an idiot"},
+        "attributeScores": {"TOXICITY": {"summaryScore": {"value": 0.9}}},
+        "languages": ["en"],
+        **change,
+    }
+    with running_api(tiny_model_dir, db_url, tmp_path) as api:
+        response = api.client.post(SUGGEST, params={"key": api.keys[Role.SCORER]}, json=body)
+        assert "NUL character" in assert_google_error(response, 400, "INVALID_ARGUMENT", None)
+        with api.app.state.sessions() as session:
+            assert not list(session.scalars(select(ScoreSuggestion)))
+        scored = analyze(
+            api, {"comment": {"text": "hi\x00"}, "requestedAttributes": {"TOXICITY": {}}}
+        )
+        assert scored.status_code == 200, scored.text
+
+
 def test_discovery_document_is_served_without_a_key(client: TestClient) -> None:
     document = client.get("/$discovery/rest", params={"version": "v1alpha1"}).json()
     assert document["rootUrl"] == "http://testserver/"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,10 @@ def comments(
         {"source": source, "external_id": str(i), "text": text.format(i=i), "author": f"@a{i}"}
         for i in range(start, start + n)
     ]
+
+
+def cursor_of(position: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
 
 
 def ingest(api: Api, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,6 +139,45 @@ def test_bad_ingest_writes_nothing(api: Api, payload: Any, status: int, fragment
     assert count(api, Comment) == 0
 
 
+@pytest.mark.parametrize("field", ["source", "external_id", "text", "author", "url", "parent_id"])
+def test_nul_characters_are_refused_before_the_database(api: Api, field: str) -> None:
+    """PostgreSQL cannot store U+0000: it was a 500 there, now a 422 naming the field."""
+    comment = {"source": "t", "external_id": "1", "text": "ok", field: "a\x00b"}
+    response = api.client.post(
+        "/v1/comments", json={"comments": [comment]}, headers=api.auth(Role.SCORER)
+    )
+    assert response.status_code == 422, response.text
+    assert "NUL character" in response.text and (
+        field in response.text or "comment 0" in response.text
+    )
+    assert count(api, Comment) == 0
+    key = api.client.post(
+        "/v1/keys", json={"name": "bot\x00", "role": "viewer"}, headers=api.auth(Role.ADMIN)
+    )
+    assert key.status_code == 422 and "NUL character" in key.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "role"),
+    [
+        ("GET", f"/v1/comments/{2**31}", None, Role.VIEWER),
+        ("GET", f"/v1/comments/{2**63}", None, Role.VIEWER),
+        ("POST", f"/v1/queue/{2**63}/decision", {"action": "approve"}, MOD),
+        ("POST", "/v1/queue/decisions", {"decisions": [{"id": 2**63, "action": "approve"}]}, MOD),
+        ("DELETE", f"/v1/keys/{2**63}", None, Role.ADMIN),
+    ],
+)
+def test_ids_beyond_the_databases_integers_are_a_clear_422(
+    api: Api, method: str, path: str, body: Any, role: Role
+) -> None:
+    """Ids are 32-bit in PostgreSQL; a larger one was a 500 (SQLite overflowed on 2**63)."""
+    response = api.client.request(method, path, json=body, headers=api.auth(role))
+    assert response.status_code == 422, response.text
+    assert "less than or equal to 2147483647" in response.text
+    for zero in ("/v1/comments/0", "/v1/comments/-1"):
+        assert api.client.get(zero, headers=api.auth(Role.VIEWER)).status_code == 422
+
+
 def test_queue_views_order_and_cursor_pagination(api: Api) -> None:
     ingest(api, [*comments(7), {"source": "t", "external_id": "x", "text": "thanks, all good"}])
     seen: list[int] = []
@@ -162,6 +207,12 @@ def test_queue_views_order_and_cursor_pagination(api: Api) -> None:
         ({"status": "gone"}, "open"),
         ({"cursor": "!!not-a-cursor"}, "invalid cursor"),
         ({"limit": 0}, "greater than"),
+        # Well-formed cursors with values a database cannot take (each was a 500 on one or both).
+        ({"cursor": cursor_of([1, "2026-01-01T00:00:00+00:00", 2**63])}, "invalid cursor"),
+        ({"cursor": cursor_of([2**40, "2026-01-01T00:00:00+00:00", 1])}, "invalid cursor"),
+        ({"cursor": cursor_of([1, "2026-01-01T00:00:00", 1])}, "invalid cursor"),
+        ({"cursor": cursor_of([1e400, "2026-01-01T00:00:00+00:00", 1])}, "invalid cursor"),
+        ({"cursor": cursor_of([1, "0001-01-01T00:00:00+14:00", 1])}, "invalid cursor"),
     ],
 )
 def test_bad_queue_queries(api: Api, params: dict[str, Any], fragment: str) -> None:
@@ -256,6 +307,11 @@ def test_every_action_and_the_history(api: Api) -> None:
         ({"action": "relabel", "labels": {"toxicity": "high"}}, 422, "unknown task"),
         ({"action": "relabel", "labels": {"sentiment": "furious"}}, 422, "unknown label"),
         ({"action": "approve", "colour": "red"}, 422, "Extra inputs"),
+        # PostgreSQL cannot store a NUL character (it was a 500 there).
+        ({"action": "approve", "note": "a\x00b"}, 422, "NUL character"),
+        ({"action": "reply", "reply_text": "hi\x00"}, 422, "NUL character"),
+        # Nor an id beyond its 32-bit integers (SQLite's overflowed too: a 500 on both).
+        ({"action": "reply", "reply_text": "hi", "template_id": 2**63}, 422, "2147483647"),
     ],
 )
 def test_bad_decisions_are_clear_and_write_nothing(

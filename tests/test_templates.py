@@ -155,6 +155,45 @@ def test_template_crud(replies_api: Api) -> None:
     assert client.get(f"/v1/templates/{template_id}", headers=admin).status_code == 404
 
 
+def test_a_name_another_template_has_is_a_409_not_a_crash(replies_api: Api) -> None:
+    """Names are unique in the database; a clash was an IntegrityError (500)."""
+    admin, client = replies_api.auth(Role.ADMIN), replies_api.client
+    body = {"name": "Refund status", "intents": ["question"], "body": "On its way, {author}!"}
+    assert client.post("/v1/templates", json=body, headers=admin).status_code == 201
+    again = client.post("/v1/templates", json=body, headers=admin)
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "duplicate_name"
+    other = client.post("/v1/templates", json={**body, "name": "Other"}, headers=admin).json()
+    renamed = client.put(f"/v1/templates/{other['id']}", json=body, headers=admin)
+    assert renamed.status_code == 409 and "Refund status" in renamed.json()["error"]["message"]
+    assert client.get(f"/v1/templates/{other['id']}", headers=admin).json()["name"] == "Other"
+    names = [t["name"] for t in client.get("/v1/templates", headers=admin).json()]
+    assert names.count("Refund status") == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/templates", {"name": "a\x00b", "intents": ["generic"], "body": "b"}),
+        ("POST", "/v1/templates", {"name": "n", "intents": ["generic"], "body": "b\x00"}),
+        ("POST", "/v1/templates", {"name": "n", "intents": ["generic"], "body": "b", "examples": ["\x00"]}),
+        ("GET", f"/v1/templates/{2**63}", None),
+        ("PUT", f"/v1/templates/{2**31}", {"name": "n", "intents": ["generic"], "body": "b"}),
+        ("DELETE", f"/v1/templates/{2**63}", None),
+        ("POST", "/v1/replies/suggest", {"comment_id": 2**63}),
+    ],
+)  # fmt: skip
+def test_what_the_database_cannot_store_is_a_clear_422(
+    replies_api: Api, method: str, path: str, body: Any
+) -> None:
+    """NUL characters (PostgreSQL) and ids beyond 32 bits (SQLite overflowed) were 500s."""
+    response = replies_api.client.request(
+        method, path, json=body, headers=replies_api.auth(Role.ADMIN)
+    )
+    assert response.status_code == 422, response.text
+    assert "NUL character" in response.text or "2147483647" in response.text
+
+
 def test_suggestions_by_text_comment_score_and_queue(replies_api: Api) -> None:
     client = replies_api.client
     moderator = replies_api.auth(Role.MODERATOR)

@@ -12,9 +12,18 @@ from service.auth import create_key, revoke_key
 from service.db.tables import ApiKey, utcnow
 from service.deps import Admin, PolicyDep, Reader, SessionDep
 from service.queue import CommentNotFound, stats
-from service.schemas import KeyCreate, KeyCreated, KeyOut, StatsOut
+from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    PathId,
+    StatsOut,
+    error_responses,
+)
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=AUTH_ERRORS)
 
 
 @router.get(
@@ -37,14 +46,20 @@ def list_keys(_: Admin, session: SessionDep) -> list[KeyOut]:
     response_model=KeyCreated,
     status_code=201,
     summary="Create an API key; its secret is shown once",
+    responses=BODY_ERRORS,
 )
 def add_key(request: KeyCreate, _: Admin, session: SessionDep) -> KeyCreated:
     key, secret = create_key(session, request.name, request.role)
     return KeyCreated(**KeyOut.model_validate(key, from_attributes=True).model_dump(), key=secret)
 
 
-@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key")
-def delete_key(key_id: int, _: Admin, session: SessionDep, request: Request) -> None:
+@router.delete(
+    "/keys/{key_id}",
+    status_code=204,
+    summary="Revoke an API key",
+    responses=error_responses((404, "No such active key."), 422),
+)
+def delete_key(key_id: PathId, _: Admin, session: SessionDep, request: Request) -> None:
     if not revoke_key(session, key_id):
         raise CommentNotFound(f"no active key {key_id}")
     request.app.state.key_cache.forget(key_id)

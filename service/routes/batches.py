@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.batch import BatchInputError
 from service.batch_jobs import (
     BatchWorker,
     create_job,
@@ -17,15 +19,28 @@ from service.batch_jobs import (
 )
 from service.db.tables import BatchJob, utcnow
 from service.deps import ScoringClient, SessionDep, SettingsDep
-from service.schemas import BatchJobOut
+from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    BatchJobOut,
+    PathId,
+    error_responses,
+    unstorable,
+)
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=AUTH_ERRORS)
+NO_JOB = (404, "No such job.")
+MAX_NAME_CHARS = 300  # batch_jobs.input_name
 MEDIA_TYPES = {
     ".jsonl": "application/x-ndjson",
     ".csv": "text/csv",
     ".tsv": "text/tab-separated-values",
     ".parquet": "application/vnd.apache.parquet",
     ".gz": "application/gzip",
+}
+FILE_CONTENT = {
+    media_type: {"schema": {"type": "string", "format": "binary"}}
+    for media_type in (*MEDIA_TYPES.values(), "application/octet-stream")
 }
 
 
@@ -57,8 +72,12 @@ def job_out(job: BatchJob) -> BatchJobOut:
     status_code=202,
     summary="Upload a file of comments to score in the background",
     responses={
-        413: {"description": "The file is over the upload limit."},
-        422: {"description": "Unknown file type or output format."},
+        **BODY_ERRORS,
+        **error_responses(
+            (413, "The file is over the upload limit."),
+            (422, "No file, or an unknown file type or output format."),
+            (507, "The server's disk is full: the upload was not stored."),
+        ),
     },
 )
 async def create_batch(
@@ -77,6 +96,14 @@ async def create_batch(
         str | None, Form(description="Column of the text; default: found by name.", max_length=200)
     ] = None,
 ) -> BatchJobOut:
+    name = Path(file.filename or "").name
+    if len(name) > MAX_NAME_CHARS:
+        raise BatchInputError(
+            f"the file name has {len(name)} characters; the limit is {MAX_NAME_CHARS}"
+        )
+    for field, value in (("the file name", name), ("text_column", text_column or "")):
+        if (problem := unstorable(value)) is not None:
+            raise BatchInputError(f"{field} {problem}")
     job = await run_in_threadpool(
         create_job,
         session,
@@ -97,9 +124,9 @@ async def create_batch(
     "/{job_id}",
     response_model=BatchJobOut,
     summary="Status, progress and ETA of a batch job",
-    responses={404: {"description": "No such job."}},
+    responses=error_responses(NO_JOB, 422),
 )
-def read_batch(job_id: int, _: ScoringClient, session: SessionDep) -> BatchJobOut:
+def read_batch(job_id: PathId, _: ScoringClient, session: SessionDep) -> BatchJobOut:
     return job_out(get_job(session, job_id))
 
 
@@ -117,9 +144,15 @@ def _download(job: BatchJob, errors: bool) -> FileResponse:
     "/{job_id}/result",
     response_class=FileResponse,
     summary="The scored file (streamed)",
-    responses={404: {"description": "No such job."}, 409: {"description": "Not done yet."}},
+    responses={
+        200: {
+            "description": "The scored file, in the job's output format.",
+            "content": FILE_CONTENT,
+        },
+        **error_responses(NO_JOB, (409, "Not done yet."), 422),
+    },
 )
-def read_result(job_id: int, _: ScoringClient, session: SessionDep) -> FileResponse:
+def read_result(job_id: PathId, _: ScoringClient, session: SessionDep) -> FileResponse:
     return _download(get_job(session, job_id), errors=False)
 
 
@@ -127,7 +160,10 @@ def read_result(job_id: int, _: ScoringClient, session: SessionDep) -> FileRespo
     "/{job_id}/errors",
     response_class=FileResponse,
     summary="The rows that could not be scored, with row numbers and reasons (JSONL)",
-    responses={404: {"description": "No such job."}, 409: {"description": "Not done yet."}},
+    responses={
+        200: {"description": "One JSON object per line.", "content": FILE_CONTENT},
+        **error_responses(NO_JOB, (409, "Not done yet."), 422),
+    },
 )
-def read_errors(job_id: int, _: ScoringClient, session: SessionDep) -> FileResponse:
+def read_errors(job_id: PathId, _: ScoringClient, session: SessionDep) -> FileResponse:
     return _download(get_job(session, job_id), errors=True)

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.batching import BlockingBatcher
 from service.db.tables import Comment, Decision, QueueItem, utcnow
-from service.deps import PolicyDep, Reader, ScorerDep, ScoringClient, SessionDep, SettingsDep
+from service.deps import BatcherDep, PolicyDep, Reader, ScoringClient, SessionDep, SettingsDep
 from service.errors import TooManyComments
 from service.queue import IncomingComment, Status, get_comment, ingest
 from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
     CommentDetail,
     DecisionOut,
     IngestRequest,
     IngestResponse,
     IngestResultOut,
     ModelInfo,
+    PathId,
     QueueItemOut,
     SuggestionOut,
+    error_responses,
 )
 
-router = APIRouter(prefix="/v1/comments", tags=["comments"])
+router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=AUTH_ERRORS)
 
 
 def item_out(
@@ -75,15 +80,18 @@ def decision_out(decision: Decision) -> DecisionOut:
     response_model=IngestResponse,
     summary="Store, score and route comments (idempotent on source + external_id)",
     responses={
-        413: {"description": "More comments than the limit."},
-        422: {"description": "A comment is invalid; nothing was stored."},
+        **BODY_ERRORS,
+        **error_responses(
+            (413, "More comments than the limit, or a body over the size limit."),
+            (422, "A comment is invalid; nothing was stored."),
+        ),
     },
 )
 def ingest_comments(
     request: IngestRequest,
     _: ScoringClient,
     session: SessionDep,
-    scorer: ScorerDep,
+    batcher: BatcherDep,
     policy: PolicyDep,
     settings: SettingsDep,
 ) -> IngestResponse:
@@ -92,7 +100,7 @@ def ingest_comments(
             f"{len(request.comments)} comments in one request; the limit is {settings.queue.max_ingest}"
         )
     incoming = [IncomingComment(**c.model_dump()) for c in request.comments]
-    results = ingest(session, scorer, policy, incoming, settings.api.max_chars)
+    results = ingest(session, BlockingBatcher(batcher), policy, incoming, settings.api.max_chars)
     created = sum(r.status == "created" for r in results)
     return IngestResponse(
         results=[
@@ -110,8 +118,9 @@ def ingest_comments(
     "/{comment_id}",
     response_model=CommentDetail,
     summary="A comment, its queue state and every decision on it",
+    responses=error_responses((404, "No such comment."), 422),
 )
-def read_comment(comment_id: int, _: Reader, session: SessionDep) -> CommentDetail:
+def read_comment(comment_id: PathId, _: Reader, session: SessionDep) -> CommentDetail:
     comment = get_comment(session, comment_id)
     return CommentDetail(
         item=item_out(comment.queue_item, comment),

@@ -9,33 +9,69 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, APIKeyQuery
 from starlette.concurrency import run_in_threadpool
 
 from model.tasks import LABELS
 from service.auth import Permission, Principal, Unauthenticated
 from service.db.tables import ScoreSuggestion
-from service.deps import BatcherDep, LanguagesDep, SessionsDep, principal_of
+from service.deps import BatcherDep, LanguagesDep, SessionsDep, bearer, principal_of
 from service.perspective import (
     AnalyzeRequest,
+    AnalyzeResponse,
+    GoogleError,
     PerspectiveError,
     SuggestRequest,
+    SuggestResponse,
     attribute,
     comment_text,
     discovery_document,
+    inline_schema,
     languages_for,
     parse,
     sentences,
 )
+from service.schemas import error_responses
 
 router = APIRouter(tags=["perspective"])
 VERSION = "v1alpha1"
+# How Perspective clients send their key; documented here, read from the request below.
+key_query = APIKeyQuery(name="key", auto_error=False, description="A scoring API key.")
+key_header = APIKeyHeader(name="X-Goog-Api-Key", auto_error=False, description="A scoring API key.")
 
 
-async def perspective_client(request: Request) -> Principal:
+def _body(model: type[AnalyzeRequest | SuggestRequest]) -> dict[str, Any]:
+    """The request body as documented: the route parses it itself, the Google way."""
+    content = {"application/json": {"schema": inline_schema(model)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+# Google's error shape for the dialect's own errors; commentdesk's for a body over the size limit,
+# a key over its rate, a model that is not loaded and a scoring time-out.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": GoogleError,
+        "description": "Malformed request, empty or too long comment, unknown attribute, "
+        "unsupported language, or an unknown or revoked key (INVALID_ARGUMENT).",
+    },
+    403: {
+        "model": GoogleError,
+        "description": "No key, or a key whose role may not score (PERMISSION_DENIED).",
+    },
+    **error_responses(413, 429, 503),
+}
+
+
+async def perspective_client(
+    request: Request,
+    query_key: Annotated[str | None, Security(key_query)],
+    header_key: Annotated[str | None, Security(key_header)],
+    _: Annotated[Any, Security(bearer)],
+) -> Principal:
     """A scoring key sent Perspective's way (``?key=``, ``X-Goog-Api-Key``) or as a bearer token."""
-    key = request.query_params.get("key") or request.headers.get("x-goog-api-key")
+    key = query_key or header_key
     authorization = f"Bearer {key}" if key else request.headers.get("authorization")
     if not authorization:
         raise PerspectiveError("The request is missing a valid API key.", 403, "PERMISSION_DENIED")
@@ -55,7 +91,13 @@ async def perspective_client(request: Request) -> Principal:
 PerspectiveClient = Annotated[Principal, Depends(perspective_client)]
 
 
-@router.post(f"/{VERSION}/comments:analyze", summary="Perspective AnalyzeComment")
+@router.post(
+    f"/{VERSION}/comments:analyze",
+    summary="Perspective AnalyzeComment",
+    response_model=AnalyzeResponse,
+    responses=ERRORS,
+    openapi_extra=_body(AnalyzeRequest),
+)
 async def analyze(
     request: Request, _: PerspectiveClient, batcher: BatcherDep, detector: LanguagesDep
 ) -> JSONResponse:
@@ -96,7 +138,13 @@ async def analyze(
     return JSONResponse(answer)
 
 
-@router.post(f"/{VERSION}/comments:suggestscore", summary="Perspective SuggestCommentScore")
+@router.post(
+    f"/{VERSION}/comments:suggestscore",
+    summary="Perspective SuggestCommentScore",
+    response_model=SuggestResponse,
+    responses=ERRORS,
+    openapi_extra=_body(SuggestRequest),
+)
 async def suggest_score(
     request: Request,
     client: PerspectiveClient,
@@ -106,7 +154,7 @@ async def suggest_score(
 ) -> JSONResponse:
     """Keep the client's score as moderator feedback (``commentdesk feedback export``)."""
     body = parse(SuggestRequest, await request.body())
-    text = comment_text(body.comment)
+    text = comment_text(body.comment, stored=True)
     if not body.attributeScores:
         raise PerspectiveError("Must suggest a score for at least one attribute.")
     names = list(body.attributeScores)
@@ -149,8 +197,16 @@ async def suggest_score(
     return JSONResponse(answer)
 
 
-@router.get("/$discovery/rest", include_in_schema=False)
-async def discovery(request: Request, version: str = VERSION) -> JSONResponse:
+@router.get(
+    "/$discovery/rest",
+    summary="Google API discovery document of the Perspective-compatible methods",
+    response_model=dict[str, Any],
+    responses={404: {"model": GoogleError, "description": "Unknown version (NOT_FOUND)."}},
+)
+async def discovery(
+    request: Request,
+    version: Annotated[str, Query(description="The API version: v1alpha1.")] = VERSION,
+) -> JSONResponse:
     """The discovery document, with ``rootUrl`` pointing at this server as the client sees it."""
     if version != VERSION:
         raise PerspectiveError(

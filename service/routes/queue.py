@@ -15,16 +15,20 @@ from service.queue import DecisionRequest, Status, View, claim, decide, decide_m
 from service.replies import ReplySuggester, suggestion_fields
 from service.routes.comments import decision_out, item_out
 from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
     BulkDecisionRequest,
     ClaimRequest,
     DecisionIn,
     DecisionOut,
+    PathId,
     QueueItemOut,
     QueuePage,
     SuggestionOut,
+    error_responses,
 )
 
-router = APIRouter(prefix="/v1/queue", tags=["queue"])
+router = APIRouter(prefix="/v1/queue", tags=["queue"], responses=AUTH_ERRORS)
 
 
 def _with_comments(
@@ -33,20 +37,26 @@ def _with_comments(
     """Queue items with their comments and, when configured, their top reply suggestions."""
     ids = [i.comment_id for i in items]
     comments = {c.id: c for c in session.scalars(select(Comment).where(Comment.id.in_(ids)))}
-    out = []
-    for item in items:
-        comment = comments[item.comment_id]
-        suggestions = None
-        if k:
-            variables = {"author": comment.author or ""}
-            found = suggester.suggest(session, comment.text, comment.scores, variables, k)
-            suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
-        out.append(item_out(item, comment, suggestions))
-    return out
+    if not k:
+        return [item_out(item, comments[item.comment_id], None) for item in items]
+    requests = [
+        (c.text, c.scores, {"author": c.author or ""})
+        for c in (comments[item.comment_id] for item in items)
+    ]
+    found = suggester.suggest_many(session, requests, k)
+    return [
+        item_out(
+            item, comments[item.comment_id], [SuggestionOut(**suggestion_fields(s)) for s in f]
+        )
+        for item, f in zip(items, found, strict=True)
+    ]
 
 
 @router.get(
-    "", response_model=QueuePage, summary="A page of the queue: priority first, then oldest first"
+    "",
+    response_model=QueuePage,
+    summary="A page of the queue: priority first, then oldest first",
+    responses=error_responses((422, "A wrong parameter, or a cursor this server did not give.")),
 )
 def read_queue(
     _: Reader,
@@ -64,7 +74,13 @@ def read_queue(
 
 
 @router.post(
-    "/claim", response_model=list[QueueItemOut], summary="Take the next items with a lease"
+    "/claim",
+    response_model=list[QueueItemOut],
+    summary="Take the next items with a lease",
+    responses={
+        **BODY_ERRORS,
+        **error_responses((413, "More items than the claim limit, or a body over the size limit.")),
+    },
 )
 def claim_items(
     request: ClaimRequest,
@@ -94,12 +110,16 @@ def claim_items(
     response_model=DecisionOut,
     summary="Decide on one item",
     responses={
-        404: {"description": "No such comment."},
-        409: {"description": "Claimed by another moderator, or already decided."},
+        **BODY_ERRORS,
+        **error_responses(
+            (404, "No such comment."),
+            (409, "Claimed by another moderator, or already decided."),
+            (422, "Wrong types, or a decision that does not fit the action (e.g. no reply_text)."),
+        ),
     },
 )
 def decide_item(
-    comment_id: int,
+    comment_id: PathId,
     request: DecisionIn,
     principal: Moderator,
     session: SessionDep,
@@ -116,9 +136,13 @@ def decide_item(
     response_model=list[DecisionOut],
     summary="Decide on many items at once, all or nothing",
     responses={
-        409: {
-            "description": "One item is claimed by someone else or already decided; nothing was written."
-        }
+        **BODY_ERRORS,
+        **error_responses(
+            (404, "One comment does not exist; nothing was written."),
+            (409, "One item is claimed by someone else or already decided; nothing was written."),
+            (413, "More decisions than the limit, or a body over the size limit."),
+            (422, "One decision is invalid; nothing was written."),
+        ),
     },
 )
 def decide_items(

@@ -10,6 +10,8 @@ from model.tasks import Task
 from service.deps import BatcherDep, ScoringClient, SessionsDep, SettingsDep, SuggesterDep
 from service.replies import suggestion_fields
 from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
     CommentScore,
     ModelInfo,
     ScoreRequest,
@@ -17,10 +19,11 @@ from service.schemas import (
     SuggestionOut,
     TaskExplanation,
     WordWeightOut,
+    error_responses,
 )
 from service.scoring import check_texts, explain_texts, prediction_fields
 
-router = APIRouter(prefix="/v1", tags=["scoring"])
+router = APIRouter(prefix="/v1", tags=["scoring"], responses=AUTH_ERRORS)
 
 
 @router.post(
@@ -28,11 +31,12 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
     response_model=ScoreResponse,
     summary="Score comments for sentiment, offensiveness, hate, questions, emotion and irony",
     responses={
-        413: {"description": "More comments than the configured limit."},
-        401: {"description": "No or unknown API key."},
-        403: {"description": "The key's role may not score."},
-        422: {"description": "Invalid JSON, wrong types, or an empty or too long comment."},
-        503: {"description": "The model is not loaded."},
+        **BODY_ERRORS,
+        **error_responses(
+            (413, "More comments than the configured limit, or a body over the size limit."),
+            (422, "Invalid JSON, wrong types, or an empty or too long comment."),
+            (403, "The key's role may not score."),
+        ),
     },
 )
 async def score(
@@ -61,16 +65,19 @@ async def score(
         predictions = await batcher.predict(texts)
 
     def with_suggestions() -> list[CommentScore]:
-        out = []
+        every = [prediction_fields(p) for p in predictions]
         with sessions() as session:
-            for item, prediction in zip(items, predictions, strict=True):
-                fields = prediction_fields(prediction)
-                found = suggester.suggest(
-                    session, item.text, fields["scores"], {}, request.suggest_replies
-                )
-                suggestions = [SuggestionOut(**suggestion_fields(s)) for s in found]
-                out.append(CommentScore(id=item.id, suggestions=suggestions, **fields))
-        return out
+            found = suggester.suggest_many(
+                session,
+                [(item.text, f["scores"], {}) for item, f in zip(items, every, strict=True)],
+                request.suggest_replies,
+            )
+        return [
+            CommentScore(
+                id=item.id, suggestions=[SuggestionOut(**suggestion_fields(s)) for s in f], **fields
+            )
+            for item, fields, f in zip(items, every, found, strict=True)
+        ]
 
     if request.suggest_replies:
         scored = await run_in_threadpool(with_suggestions)

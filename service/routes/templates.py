@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from model.scorer import check_text
 from service.db.tables import ReplyTemplate, utcnow
 from service.deps import Admin, Moderator, ScorerDep, SessionDep, SettingsDep, SuggesterDep
 from service.queue import CommentNotFound, get_comment
 from service.replies import suggestion_fields
-from service.schemas import SuggestionOut, SuggestRequest, TemplateIn, TemplateOut
+from service.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    ErrorDetail,
+    ErrorResponse,
+    PathId,
+    SuggestionOut,
+    SuggestRequest,
+    TemplateIn,
+    TemplateOut,
+    error_responses,
+)
 from service.scoring import prediction_fields
 
-router = APIRouter(prefix="/v1", tags=["replies"])
+router = APIRouter(prefix="/v1", tags=["replies"], responses=AUTH_ERRORS)
+NO_TEMPLATE = (404, "No such template.")
+NAME_TAKEN = (409, "Another template has this name.")
 
 
 def _get(session: SessionDep, template_id: int) -> ReplyTemplate:
@@ -27,42 +42,73 @@ def _out(template: ReplyTemplate) -> TemplateOut:
     return TemplateOut.model_validate(template, from_attributes=True)
 
 
+def _saved(session: SessionDep, template: ReplyTemplate) -> TemplateOut | JSONResponse:
+    """Commit the template; a name another template has is a 409 (names are unique)."""
+    name = template.name
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        error = ErrorDetail(
+            code="duplicate_name", message=f"a template named {name!r} already exists"
+        )
+        return JSONResponse(status_code=409, content=ErrorResponse(error=error).model_dump())
+    return _out(template)
+
+
 @router.get("/templates", response_model=list[TemplateOut], summary="All reply templates")
 def list_templates(_: Admin, session: SessionDep) -> list[TemplateOut]:
     return [_out(t) for t in session.scalars(select(ReplyTemplate).order_by(ReplyTemplate.id))]
 
 
 @router.post(
-    "/templates", response_model=TemplateOut, status_code=201, summary="Create a reply template"
+    "/templates",
+    response_model=TemplateOut,
+    status_code=201,
+    summary="Create a reply template",
+    responses={**BODY_ERRORS, **error_responses(NAME_TAKEN)},
 )
-def create_template(request: TemplateIn, _: Admin, session: SessionDep) -> TemplateOut:
+def create_template(
+    request: TemplateIn, _: Admin, session: SessionDep
+) -> TemplateOut | JSONResponse:
     template = ReplyTemplate(**request.model_dump(mode="json"))
     session.add(template)
-    session.commit()
-    return _out(template)
+    return _saved(session, template)
 
 
-@router.get("/templates/{template_id}", response_model=TemplateOut, summary="One reply template")
-def read_template(template_id: int, _: Admin, session: SessionDep) -> TemplateOut:
+@router.get(
+    "/templates/{template_id}",
+    response_model=TemplateOut,
+    summary="One reply template",
+    responses=error_responses(NO_TEMPLATE, 422),
+)
+def read_template(template_id: PathId, _: Admin, session: SessionDep) -> TemplateOut:
     return _out(_get(session, template_id))
 
 
 @router.put(
-    "/templates/{template_id}", response_model=TemplateOut, summary="Replace a reply template"
+    "/templates/{template_id}",
+    response_model=TemplateOut,
+    summary="Replace a reply template",
+    responses={**BODY_ERRORS, **error_responses(NO_TEMPLATE, NAME_TAKEN)},
 )
 def update_template(
-    template_id: int, request: TemplateIn, _: Admin, session: SessionDep
-) -> TemplateOut:
+    template_id: PathId, request: TemplateIn, _: Admin, session: SessionDep
+) -> TemplateOut | JSONResponse:
     template = _get(session, template_id)
     for key, value in request.model_dump(mode="json").items():
         setattr(template, key, value)
     template.updated_at = utcnow()
-    session.commit()
-    return _out(template)
+    return _saved(session, template)
 
 
-@router.delete("/templates/{template_id}", status_code=204, summary="Delete a reply template")
-def delete_template(template_id: int, _: Admin, session: SessionDep) -> None:
+@router.delete(
+    "/templates/{template_id}",
+    status_code=204,
+    summary="Delete a reply template",
+    responses=error_responses(NO_TEMPLATE, 422),
+)
+def delete_template(template_id: PathId, _: Admin, session: SessionDep) -> None:
     session.delete(_get(session, template_id))
     session.commit()
 
@@ -71,6 +117,13 @@ def delete_template(template_id: int, _: Admin, session: SessionDep) -> None:
     "/replies/suggest",
     response_model=list[SuggestionOut],
     summary="The best reply templates for a comment, filled in",
+    responses={
+        **BODY_ERRORS,
+        **error_responses(
+            (404, "No such comment."),
+            (422, "Wrong types, or an empty or too long text."),
+        ),
+    },
 )
 def suggest(
     request: SuggestRequest,

@@ -113,13 +113,14 @@ def _cards(
     ids = [item.comment_id for item in items]
     comments = {c.id: c for c in session.scalars(select(Comment).where(Comment.id.in_(ids)))}
     now = utcnow()
+    requests = [
+        (c.text, c.scores, {"author": c.author or "", "agent": user.principal.name})
+        for c in (comments[item.comment_id] for item in items)
+    ]
+    every = suggester.suggest_many(session, requests, k) if k else [[] for _ in items]
     cards = []
-    for item in items:
+    for item, suggestions in zip(items, every, strict=True):
         comment = comments[item.comment_id]
-        variables = {"author": comment.author or "", "agent": user.principal.name}
-        suggestions = (
-            suggester.suggest(session, comment.text, comment.scores, variables, k) if k else []
-        )
         claimed_by_other = (
             item.claimed_by is not None
             and item.claimed_by != user.principal.key_id
