@@ -98,6 +98,28 @@ async def drive(
     return latencies, errors, time.perf_counter() - start
 
 
+def start_server(env: dict[str, str], state: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``commentdesk serve`` on a free port, its output in STATE/server.log; returns once /readyz
+    answers 200 (exits with the log's tail if the server dies first)."""
+    import httpx
+
+    port = free_port()
+    log = state / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [COMMENTDESK, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
+    while True:
+        if server.poll() is not None:
+            sys.exit(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return server, port
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -132,31 +154,17 @@ def main() -> None:
             **os.environ,
             "COMMENTDESK_MODEL_DIR": str(args.model_dir),
             "COMMENTDESK_STATE_DIR": state,
+            # One key drives every request: the per-key rate limit would measure itself.
+            "COMMENTDESK_API__RATE_LIMIT_PER_SECOND": "0",
         }
         created = subprocess.run(
             [COMMENTDESK, "keys", "create", "--role", "scorer", "--name", "bench"],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         key = created.stdout.strip().rsplit(" ", 1)[-1]
-        port = free_port()
-        log = Path(state) / "server.log"
         started = time.perf_counter()
-        with log.open("w") as out:
-            server = subprocess.Popen(
-                [COMMENTDESK, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-            )
+        server, port = start_server(env, Path(state))
         try:
-            import httpx
-
-            while True:
-                if server.poll() is not None:
-                    sys.exit(f"server exited: {log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
             ready = time.perf_counter() - started
             print(f"ready in {ready:.2f} s (process start to /readyz 200)")
             uvloop.run(drive(port, key, texts, 4, 3.0))  # warm-up

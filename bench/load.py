@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from latency import COMMENTDESK, free_port, rss_mb, tweets
+from latency import rss_mb, start_server, tweets
 
 from commentdesk.settings import PROJECT_ROOT
 
@@ -216,24 +215,9 @@ def main() -> None:
             "COMMENTDESK_DATABASE__URL": database_url,
             "COMMENTDESK_SERVER__ACCESS_LOG": "false",
         }
-        port = free_port()
+        server, port = start_server(env, Path(state))
         log = Path(state) / "server.log"
-        with log.open("w") as out:
-            server = subprocess.Popen(
-                [COMMENTDESK, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-            )
         try:
-            import httpx
-
-            while True:
-                if server.poll() is not None:
-                    sys.exit(f"server exited: {log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
             counts = Counter(roles)
             print(
                 f"{args.concurrency} clients ({counts['scorer']} scorer, {counts['viewer']} "
