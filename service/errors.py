@@ -56,6 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidCursor,
         InvalidDecision,
     )
+    from service.routes.templates import DuplicateName
     from service.ui.routes import CsrfRejected, NotSignedIn
 
     # Exception type -> HTTP status and machine-readable code; the message is the exception's.
@@ -67,6 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
         BatchInputError: (422, "invalid_batch"),
         ClaimedByOther: (409, "claimed_by_other"),
         AlreadyDecided: (409, "already_decided"),
+        DuplicateName: (409, "duplicate_name"),
         TooManyComments: (413, "too_many_comments"),
         InvalidDecision: (422, "invalid_decision"),
         InvalidCursor: (422, "invalid_cursor"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -15,8 +14,6 @@ from service.replies import suggestion_fields
 from service.schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
-    ErrorDetail,
-    ErrorResponse,
     PathId,
     SuggestionOut,
     SuggestRequest,
@@ -42,17 +39,17 @@ def _out(template: ReplyTemplate) -> TemplateOut:
     return TemplateOut.model_validate(template, from_attributes=True)
 
 
-def _saved(session: SessionDep, template: ReplyTemplate) -> TemplateOut | JSONResponse:
-    """Commit the template; a name another template has is a 409 (names are unique)."""
+class DuplicateName(Exception):
+    """Another template has this name (names are unique)."""
+
+
+def _saved(session: SessionDep, template: ReplyTemplate) -> TemplateOut:
     name = template.name
     try:
         session.commit()
-    except IntegrityError:
+    except IntegrityError as exc:
         session.rollback()
-        error = ErrorDetail(
-            code="duplicate_name", message=f"a template named {name!r} already exists"
-        )
-        return JSONResponse(status_code=409, content=ErrorResponse(error=error).model_dump())
+        raise DuplicateName(f"a template named {name!r} already exists") from exc
     return _out(template)
 
 
@@ -68,9 +65,7 @@ def list_templates(_: Admin, session: SessionDep) -> list[TemplateOut]:
     summary="Create a reply template",
     responses={**BODY_ERRORS, **error_responses(NAME_TAKEN)},
 )
-def create_template(
-    request: TemplateIn, _: Admin, session: SessionDep
-) -> TemplateOut | JSONResponse:
+def create_template(request: TemplateIn, _: Admin, session: SessionDep) -> TemplateOut:
     template = ReplyTemplate(**request.model_dump(mode="json"))
     session.add(template)
     return _saved(session, template)
@@ -94,7 +89,7 @@ def read_template(template_id: PathId, _: Admin, session: SessionDep) -> Templat
 )
 def update_template(
     template_id: PathId, request: TemplateIn, _: Admin, session: SessionDep
-) -> TemplateOut | JSONResponse:
+) -> TemplateOut:
     template = _get(session, template_id)
     for key, value in request.model_dump(mode="json").items():
         setattr(template, key, value)
