@@ -573,6 +573,72 @@ def feedback_export(
     typer.echo(f"wrote {count} labelled rows to {output}")
 
 
+@app.command()
+def calibrate(
+    source: Annotated[str, typer.Option(help="The source (brand, page) whose decisions to fit.")],
+    min_labels: Annotated[
+        int, typer.Option(min=2, help="Fewest labels of a task to fit it; fewer: left as is.")
+    ] = 30,
+    dry_run: Annotated[bool, typer.Option(help="Report the fit without storing it.")] = False,
+    model_dir: ModelDirOption = None,
+) -> None:
+    """Fit a source's own temperatures and thresholds from its moderators' decisions.
+
+    The overlay is stored in the database and applied at ingest to that source's comments while
+    the same model is served; the report gives precision and recall before and after, on the
+    decisions themselves and cross-validated.
+    """
+    import json
+
+    from model.artifact import read_manifest
+    from model.errors import ArtifactError
+    from model.scorer import load_scorer
+    from service.calibration import TaskOverlay, decided_labels, save_overlay
+    from training.source_calibration import SourceFit, fit_source
+
+    settings = _settings(model_dir=model_dir)
+    sessions = _sessions(settings)
+    with sessions() as session:
+        labelled = decided_labels(session, source)
+    if not labelled:
+        _fail(f"no moderator decisions that imply a label for source {source!r}")
+    try:
+        scorer = load_scorer(settings.model_dir, runtime=settings.scoring.runtime)
+    except ArtifactError as exc:
+        _fail(str(exc))
+    scores = scorer.score([item.text for item in labelled])
+    thresholds = read_manifest(settings.model_dir).thresholds()
+    fitted = {}
+    for task in scorer.tasks:
+        rows = [i for i, item in enumerate(labelled) if task in item.labels]
+        if not rows:
+            continue
+        fit = fit_source(
+            task,
+            scores.probabilities[task][rows],
+            [labelled[i].labels[task] for i in rows],
+            thresholds.get(task),
+            min_labels=min_labels,
+        )
+        if isinstance(fit, SourceFit):
+            fitted[task] = (TaskOverlay(fit.temperature, fit.threshold), fit.labels_used, fit.report)
+            typer.echo(
+                f"{task.value}: temperature {fit.temperature:.3f}, threshold "
+                f"{'-' if fit.threshold is None else f'{fit.threshold:.3f}'}\n"
+                f"  {json.dumps(fit.report)}"
+            )
+        else:
+            typer.echo(f"{task.value}: not fitted: {fit}")
+    if not fitted:
+        _fail(f"no task of source {source!r} has enough labels to fit", code=1)
+    if dry_run:
+        typer.echo("dry run: nothing stored")
+        return
+    with sessions() as session:
+        save_overlay(session, source, fitted, scorer.name, scorer.version)
+    typer.echo(f"stored the calibration of {source!r} for {scorer.name} {scorer.version}")
+
+
 @templates_app.command("load-defaults")
 def templates_load_defaults() -> None:
     """Add the default reply library (skips templates whose name already exists)."""

@@ -141,6 +141,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return result
 
 
+def recalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of probabilities: softmax(log p / T). Served probabilities are
+    softmax(z / T0), so this is exactly softmax(z / (T0 * T)) without the logits."""
+    return softmax(np.log(np.clip(probabilities, 1e-12, 1.0)), temperature)
+
+
 def decide_rows(task: Task, probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
     """Each row's label: the positive one at or over a binary task's threshold, else the most
     probable."""

@@ -25,6 +25,7 @@ from model.errors import InvalidTextError
 from model.scorer import Predictor, check_text
 from model.tasks import LABELS, Task
 from service.auth import Principal
+from service.calibration import apply_overlay, load_overlays, policy_for
 from service.db.tables import Comment, Decision, QueueItem, ReplyTemplate, utcnow
 from service.errors import InvalidComment
 from service.policy import Action, Policy, route
@@ -159,15 +160,19 @@ def ingest(
     for index, comment in enumerate(comments):
         first_index.setdefault((comment.source, comment.external_id), index)
     existing = _existing_ids(session, list(first_index))
-    session.commit()  # end the read: the model must not run under SQLite's write lock
     new = [comments[i] for key, i in first_index.items() if key not in existing]
+    overlays = load_overlays(session, {c.source for c in new}, scorer.name, scorer.version)
+    session.commit()  # end the read: the model must not run under SQLite's write lock
     predictions = scorer.predict([c.text for c in new]) if new else []
+    policies = {source: policy_for(policy, overlay) for source, overlay in overlays.items()}
     now = utcnow()
     rows, routings = [], {}
     for comment, prediction in zip(new, predictions, strict=True):
+        if comment.source in overlays:
+            prediction = apply_overlay(prediction, overlays[comment.source])
         fields = prediction_fields(prediction)
         routings[(comment.source, comment.external_id)] = route(
-            policy, comment.text, prediction.scores
+            policies.get(comment.source, policy), comment.text, prediction.scores
         )
         rows.append(
             {

@@ -184,6 +184,26 @@ class ReplyTemplate(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SourceCalibration(Base):
+    """A source's own temperature and threshold for one task, fitted on its moderators'
+    decisions (``commentdesk calibrate``); applied at ingest to that source's comments while
+    the model it was fitted for is served."""
+
+    __tablename__ = "source_calibrations"
+    __table_args__ = (UniqueConstraint("source", "task", name="uq_source_calibrations_task"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(32))
+    temperature: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(50))
+    labels_used: Mapped[int] = mapped_column(Integer)
+    report: Mapped[dict[str, Any]]
+    fitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class BatchJob(Base):
     """An uploaded file scored in the background (``POST /v1/batches``); survives restarts."""
 
