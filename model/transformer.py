@@ -99,11 +99,16 @@ class MultiTaskNetwork(nn.Module):
         attention_mask: torch.Tensor,
         tasks: Iterable[Task] | None = None,
     ) -> dict[Task, torch.Tensor]:
-        """Logits per task from one encoder pass (mean pooling, as all-MiniLM-L6-v2 was trained)."""
+        """Logits per task from one encoder pass."""
+        pooled = self.pool(input_ids, attention_mask)
+        return {task: self.heads[task.value](pooled) for task in (tasks or self.tasks)}
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The comment vector every head reads: mean pooling, as all-MiniLM-L6-v2 was trained."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return {task: self.heads[task.value](pooled) for task in (tasks or self.tasks)}
+        pooled: torch.Tensor = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return pooled
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Only what training changed: adapters and heads (the artifact's weights)."""

@@ -1,0 +1,134 @@
+"""`commentdesk train --feedback`: a model's heads fitted again on moderator decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from commentdesk.cli import app as cli
+from model.artifact import read_manifest, sha256_file
+from model.scorer import load_scorer
+from training.feedback import (
+    FeedbackOptions,
+    FeedbackRegression,
+    held_out_mask,
+    load_feedback,
+    retrain_heads,
+)
+
+runner = CliRunner()
+
+
+def _feedback_file(path: Path) -> Path:
+    """Decisions as `commentdesk feedback export` writes them: questions and complaints."""
+    rows = []
+    for i in range(40):
+        asking = i % 2 == 0
+        text = f"can you help with my order {i}?" if asking else f"thanks for the quick fix {i}"
+        rows.append(
+            {"text": text, "task": "question", "label": "question" if asking else "not-question"}
+        )
+        if i % 4 == 1:
+            rows.append({"text": text, "task": "sentiment", "label": "positive"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_held_out_split_is_by_text_and_stable() -> None:
+    texts = pd.Series([f"comment {i}" for i in range(1000)] + ["comment 7"])
+    mask = held_out_mask(texts, 0.2)
+    assert 150 < mask.sum() < 260
+    assert mask[7] == mask[1000]  # the same text falls on the same side
+    assert (held_out_mask(texts, 0.2) == mask).all()
+
+
+def test_retrain_changes_only_the_named_heads_and_reports_before_and_after(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    path = _feedback_file(tmp_path / "feedback.jsonl")
+    rows = load_feedback(path)
+    output = tmp_path / "retrained"
+    options = FeedbackOptions(replay_rows=50, max_drop=100.0)
+    manifest = retrain_heads(
+        tiny_transformer_dir,
+        rows,
+        synthetic_data_dir,
+        output,
+        options,
+        sha256_file(path),
+        tiny_encoder_dir,
+    )
+    base = read_manifest(tiny_transformer_dir)
+    assert manifest.version == f"{base.version}+feedback.{sha256_file(path)[:8]}"
+    assert manifest.training_data["feedback"] == sha256_file(path)
+    assert manifest.onnx is not None  # the int8 export follows the new heads
+
+    before, after = (
+        load_file(tiny_transformer_dir / "adapters.safetensors"),
+        load_file(output / "adapters.safetensors"),
+    )
+    assert before.keys() == after.keys()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {
+        f"heads.{t}.1.{p}" for t in ("question", "sentiment") for p in ("weight", "bias")
+    }
+    for task in ("offensive", "hate", "emotion", "irony"):
+        assert manifest.tasks[task] == base.tasks[task]  # type: ignore[index]
+
+    report = json.loads((output / "feedback-report.json").read_text())
+    assert report["feedback_rows"] == 50 and 0 < report["held_out_rows"] < 50
+    question_sets = {row["set"] for row in report["question"]["comparison"]}
+    assert question_sets == {"brand_comments/dev", "feedback/held-out"}
+    sentiment_sets = {row["set"] for row in report["sentiment"]["comparison"]}
+    assert "tweeteval-sentiment/test" in sentiment_sets
+    for row in report["question"]["comparison"] + report["sentiment"]["comparison"]:
+        assert 0 <= row["before"] <= 100 and 0 <= row["after"] <= 100
+    assert manifest.metrics["feedback"]["question/feedback/held-out/after"] == next(
+        r["after"] for r in report["question"]["comparison"] if r["set"] == "feedback/held-out"
+    )
+    scorer = load_scorer(output, encoder_dir=tiny_encoder_dir)
+    assert scorer.version == manifest.version
+    assert len(scorer.predict(["can you help?"])) == 1
+
+
+def test_a_drop_on_a_test_split_refuses_the_model(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    path = _feedback_file(tmp_path / "feedback.jsonl")
+    output = tmp_path / "refused"
+    # max_drop below zero: even an unchanged metric counts as a drop.
+    with pytest.raises(FeedbackRegression, match=r"lost more than -1\.0 points"):
+        retrain_heads(
+            tiny_transformer_dir, load_feedback(path), synthetic_data_dir, output,
+            FeedbackOptions(replay_rows=50, max_drop=-1.0), "0" * 64, tiny_encoder_dir,
+        )  # fmt: skip
+    assert not output.exists()
+
+
+def test_train_command_checks_its_arguments(
+    tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    neither = runner.invoke(cli, ["train"])
+    assert neither.exit_code == 2 and "either --config" in neither.output
+    path = _feedback_file(tmp_path / "feedback.jsonl")
+    both = runner.invoke(
+        cli, ["train", "--feedback", str(path), "--config", "configs/baseline.toml"]
+    )
+    assert both.exit_code == 2 and "either --config" in both.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "task": "question", "label": "maybe"}\n', encoding="utf-8")
+    args = ["--model-dir", str(tiny_model_dir), "--data-dir", str(synthetic_data_dir)]
+    result = runner.invoke(cli, ["train", "--feedback", str(bad), *args])
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+    unknown = runner.invoke(
+        cli, ["train", "--feedback", str(path), "--set", "feedback.nope=1", *args]
+    )
+    assert unknown.exit_code == 2 and "unknown key" in unknown.output
+    baseline = runner.invoke(cli, ["train", "--feedback", str(path), *args])
+    assert baseline.exit_code == 2 and "--extra-data" in baseline.output
