@@ -402,6 +402,69 @@ def evaluate(
 
 
 @app.command()
+def report(
+    input_: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="A scored export (from `commentdesk score`), or `database` for the service's.",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The HTML file; plots also go to NAME_files/.")
+    ] = Path("report.html"),
+    time_column: Annotated[
+        str | None, typer.Option(help="Column of the comment's time (default: found by name).")
+    ] = None,
+    source_column: Annotated[
+        str | None, typer.Option(help="Column of the source or brand (default: found by name).")
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column of the comment text (default: found by name).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this date or ISO date-time (UTC unless it says).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this date (included) or before this date-time.")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Only the comments of this source.")] = None,
+) -> None:
+    """Analytics report: one self-contained HTML page with plots (volume, sentiment, offensive,
+    questions answered, reply times, sources, top terms, examples), the same numbers as
+    GET /v1/stats."""
+    from service.analytics import (
+        ReportInputError,
+        build_report,
+        load_database,
+        load_export,
+        make_filters,
+    )
+    from service.report import files_dir, write_report
+
+    try:
+        filters = make_filters(since, until, source)
+        if input_ == "database":
+            with _sessions(_settings())() as session:
+                comments = load_database(session, filters)
+        else:
+            comments = load_export(Path(input_), time_column, source_column, text_column)
+        numbers = build_report(comments, filters)
+        write_report(numbers, output)
+    except ReportInputError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # the output cannot be written
+        _fail(f"cannot write the report: {exc}")
+    days = len(numbers.daily)
+    typer.echo(
+        f"wrote {output} ({numbers.comments:,} comments over {days} days; plots in "
+        f"{files_dir(output)}/)"
+    )
+    for reason, count in numbers.skipped.items():
+        typer.echo(f"  skipped: {count:,} ({reason})", err=True)
+
+
+@app.command()
 def faithfulness(
     model_dir: ModelDirOption = None,
     data_dir: DataDirOption = None,

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from model.tasks import Task
+from service.analytics import Report
 from service.auth import Role
 from service.queue import DecisionAction, View
 from service.templates import Intent
@@ -411,6 +412,10 @@ class StatsOut(BaseModel):
     )
     daily: list[dict[str, Any]] = Field(
         description="Per day: comments and the share labelled negative, offensive, question."
+    )
+    report: Report = Field(
+        description="The numbers of `commentdesk report database` (same code), for the comments "
+        "within the since/until/source filters; the fields above ignore the filters."
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 
 from service.auth import create_key, revoke_key
@@ -20,6 +21,7 @@ from service.schemas import (
     KeyOut,
     PathId,
     StatsOut,
+    StoredStr,
     error_responses,
 )
 
@@ -27,10 +29,51 @@ router = APIRouter(prefix="/v1", tags=["admin"], responses=AUTH_ERRORS)
 
 
 @router.get(
-    "/stats", response_model=StatsOut, summary="Queue counts, decisions, response time, daily mood"
+    "/stats",
+    response_model=StatsOut,
+    summary="Queue counts, decisions, response time, daily mood; the analytics report's numbers",
+    responses=error_responses(
+        (
+            422,
+            "`since` or `until` is no ISO date or date-time, `since` is not before `until`, "
+            "or `source` is too long or holds a NUL character.",
+        )
+    ),
 )
-def read_stats(_: Reader, session: SessionDep) -> StatsOut:
-    return StatsOut(**asdict(stats(session, utcnow())))
+def read_stats(
+    _: Reader,
+    session: SessionDep,
+    since: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Report only comments written from then: a date (2026-11-01) or an ISO "
+            "date-time; UTC unless it gives a zone.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Report only comments written before then; a date includes that day.",
+        ),
+    ] = None,
+    source: Annotated[
+        StoredStr | None,
+        Query(max_length=100, description="Report only the comments of this source."),
+    ] = None,
+) -> StatsOut:
+    # pandas and spaCy are imported by the first request that builds a report, not at start-up.
+    from service.analytics import FilterError, build_report, load_database, make_filters
+
+    try:
+        filters = make_filters(since, until, source)
+    except FilterError as exc:
+        value = since if exc.name == "since" else until
+        error = {"type": "value_error", "loc": ("query", exc.name), "msg": str(exc), "input": value}
+        raise RequestValidationError([error]) from exc
+    report = build_report(load_database(session, filters), filters)
+    return StatsOut(**asdict(stats(session, utcnow())), report=report)
 
 
 @router.get("/keys", response_model=list[KeyOut], summary="API keys (never their secrets)")
