@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import os
@@ -274,7 +275,9 @@ def score(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option(help="Experiment TOML, e.g. configs/baseline.toml.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment TOML, e.g. configs/baseline.toml.")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config value: key.sub=value.")
     ] = None,
@@ -284,8 +287,16 @@ def train(
         list[Path] | None,
         typer.Option(help="Extra labelled rows (`commentdesk feedback export` files)."),
     ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fit the served transformer model's heads again with these decisions "
+            "(`commentdesk feedback export`); options: --set feedback.replay_rows=..."
+        ),
+    ] = None,
+    model_dir: ModelDirOption = None,
 ) -> None:
-    """Train a model from an experiment config and write its directory with a manifest."""
+    """Train a model from an experiment config, or a new version of one from moderator feedback."""
     import pandas as pd
 
     from model.errors import ArtifactError
@@ -294,7 +305,13 @@ def train(
     from training.config import ConfigError, load_config
     from training.feedback import load_feedback
 
+    if (config is None) == (feedback is None):
+        _fail("give either --config (train from scratch) or --feedback (a new version)")
     try:
+        if feedback is not None:
+            _train_on_feedback(feedback, set_ or [], output_dir, data_dir, model_dir)
+            return
+        assert config is not None
         values = load_config(config, set_ or [])
         target = output_dir or Path(values["output_dir"])
         extra = pd.concat([load_feedback(p) for p in extra_data]) if extra_data else None
@@ -303,7 +320,10 @@ def train(
             from training.transformer import train_transformer
 
             if extra is not None:
-                raise ConfigError("--extra-data is supported by the baseline trainer only, for now")
+                raise ConfigError(
+                    "--extra-data is for the baseline trainer; a transformer learns from "
+                    "decisions with --feedback"
+                )
             manifest = train_transformer(values, _data_dir(data_dir), target)
         elif trainer == "baseline":
             manifest = train_baseline(values, _data_dir(data_dir), target, extra=extra)
@@ -314,6 +334,49 @@ def train(
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
     for task, value in manifest.metrics.get("val", {}).items():
         typer.echo(f"  {task:<10} val {value:.4f}")
+
+
+def _train_on_feedback(
+    path: Path,
+    overrides: list[str],
+    output_dir: Path | None,
+    data_dir: Path | None,
+    model_dir: Path | None,
+) -> None:
+    from dataclasses import asdict
+
+    from model.artifact import sha256_file
+    from training.config import apply_overrides
+    from training.feedback import (
+        FeedbackOptions,
+        FeedbackRegression,
+        load_feedback,
+        retrain_heads,
+    )
+
+    values = apply_overrides({"feedback": asdict(FeedbackOptions())}, overrides)
+    options = FeedbackOptions(**values["feedback"])
+    base = _settings(model_dir=model_dir).model_dir
+    target = output_dir or base.with_name(f"{base.name}-feedback")
+    rows = load_feedback(path)
+    if rows.empty:
+        _fail(f"{path} holds no labelled rows")
+    try:
+        manifest = retrain_heads(
+            base, rows, _data_dir(data_dir), target, options, sha256_file(path)
+        )
+    except FeedbackRegression as exc:
+        _fail(f"model refused, nothing written: {exc}", code=1)
+    typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
+    typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
+    report = json.loads((target / "feedback-report.json").read_text(encoding="utf-8"))
+    for task, entry in report.items():
+        if isinstance(entry, dict):
+            for row in entry["comparison"]:
+                typer.echo(
+                    f"{task:<10} {row['set']:<32} {row['rows']:>6} "
+                    f"{row['before']:>7.2f} {row['after']:>7.2f}"
+                )
 
 
 @app.command("export-onnx")
@@ -651,7 +714,6 @@ def calibrate(
     the same model is served; the report gives precision and recall before and after, on the
     decisions themselves and cross-validated.
     """
-    import json
 
     from model.artifact import read_manifest
     from model.errors import ArtifactError
@@ -684,7 +746,11 @@ def calibrate(
             min_labels=min_labels,
         )
         if isinstance(fit, SourceFit):
-            fitted[task] = (TaskOverlay(fit.temperature, fit.threshold), fit.labels_used, fit.report)
+            fitted[task] = (
+                TaskOverlay(fit.temperature, fit.threshold),
+                fit.labels_used,
+                fit.report,
+            )
             typer.echo(
                 f"{task.value}: temperature {fit.temperature:.3f}, threshold "
                 f"{'-' if fit.threshold is None else f'{fit.threshold:.3f}'}\n"

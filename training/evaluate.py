@@ -97,7 +97,7 @@ REFERENCES: dict[str, Reference] = {
 }
 
 
-def _polarity_only(probabilities: np.ndarray) -> list[str]:
+def polarity_only(probabilities: np.ndarray) -> list[str]:
     # SST-2 has no neutral class: compare the negative and positive probabilities only.
     return ["positive" if p[2] >= p[0] else "negative" for p in probabilities]
 
@@ -119,7 +119,7 @@ def evaluate_scorer(
             [[p.scores[task][label] for label in LABELS[task]] for p in scored]
         )
         if source == "sst2":
-            predicted = _polarity_only(probabilities)
+            predicted = polarity_only(probabilities)
         else:
             predicted = [p.labels[task] for p in scored]
         value = official_metric(task, list(rows["label"]), predicted)

@@ -58,7 +58,7 @@ class FeedbackOptions:
     held_out: float = 0.2  # share of the feedback (by text) kept back to measure the change
     replay_rows: int = 4000  # regular training rows per task, sampled, that anchor the head
     feedback_weight: float = 4.0  # each decision counts as this many regular rows
-    prior: float = 1e-3  # L2 pull of the new head toward the old one
+    prior: float = 0.1  # L2 pull of the new head toward the old one (docs/experiments.md)
     max_drop: float = 1.0  # points a test-split metric may lose before the model is refused
     seed: int = 0
     batch_size: int = 64
@@ -125,10 +125,139 @@ def _class_weights(labels: np.ndarray, size: int) -> np.ndarray:
     return weights
 
 
-def _metric(task: Task, gold: np.ndarray, probabilities: np.ndarray, spec: TaskSpec) -> float:
-    names = np.array(LABELS[task], dtype=object)
-    predicted = decide_rows(task, probabilities, spec.threshold)
-    return round(100 * official_metric(task, list(names[gold]), list(predicted)), 2)
+@dataclass
+class _Head:
+    """One task's head with the temperature and threshold its probabilities and labels use."""
+
+    linear: nn.Linear
+    spec: TaskSpec
+
+    def metric(self, task: Task, vectors: np.ndarray, gold: list[str], polarity: bool) -> float:
+        """The task's official metric in percent, computed as ``commentdesk evaluate`` does."""
+        from training.evaluate import polarity_only
+
+        with torch.no_grad():
+            logits = self.linear(torch.as_tensor(vectors)).double().numpy()
+        probabilities = softmax(logits, self.spec.temperature)
+        predicted = (
+            polarity_only(probabilities)
+            if polarity
+            else list(decide_rows(task, probabilities, self.spec.threshold))
+        )
+        return round(100 * official_metric(task, gold, predicted), 2)
+
+
+class _Retraining:
+    """The state one feedback run shares between tasks: the network, the data, the split."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        feedback: pd.DataFrame,
+        data_dir: Path,
+        options: FeedbackOptions,
+        encoder_dir: Path | None,
+    ):
+        from model.scorer import TransformerScorer
+        from training.catalog import load_catalog
+        from training.transformer import _plans
+
+        self.manifest = read_manifest(base_dir)
+        if self.manifest.kind != "transformer-lora":
+            raise ValueError(
+                f"{base_dir} holds a {self.manifest.kind} model: retrain it with --config and "
+                "--extra-data"
+            )
+        self.scorer = TransformerScorer(base_dir, self.manifest, encoder_dir)
+        self.plans = {plan.task: plan for plan in _plans(self.manifest.config)}
+        self.catalog = load_catalog(data_dir)
+        self.feedback = feedback
+        self.held = held_out_mask(feedback["text"], options.held_out)
+        self.feedback_keys = set(feedback["text"].map(dedup_key))
+        self.options = options
+        self.rng = np.random.default_rng(options.seed)
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        return pooled_vectors(
+            self.scorer.network, self.scorer.tokenizer, list(texts), self.options.batch_size
+        )
+
+    def old_head(self, task: Task) -> _Head:
+        sequence = self.scorer.network.heads[task.value]
+        assert isinstance(sequence, nn.Sequential) and isinstance(sequence[1], nn.Linear)
+        return _Head(sequence[1], self.manifest.tasks[task])
+
+    def fit(self, task: Task) -> tuple[_Head, dict[str, Any]]:
+        """The task's head fitted on regular rows plus decisions, then calibrated on validation
+        data as in training (a task without validation data keeps its temperature and threshold)."""
+        plan, names, old = self.plans[task], list(LABELS[task]), self.old_head(task)
+        regular = self.catalog.select(task, "train", plan.train_sources)
+        sample = self.rng.permutation(len(regular))[: self.options.replay_rows]
+        regular = regular.iloc[sample]
+        mine = self.feedback[(self.feedback["task"] == task.value) & ~self.held]
+        labels = np.array([names.index(x) for x in [*regular["label"], *mine["label"]]])
+        weights = np.concatenate(
+            [np.ones(len(regular)), np.full(len(mine), self.options.feedback_weight)]
+        )
+        linear = _fit_head(
+            old.linear,
+            self.vectors([*regular["text"], *mine["text"]]),
+            labels,
+            weights,
+            _class_weights(labels, len(names)) if plan.class_weights else None,
+            self.options.prior,
+        )
+        spec = old.spec
+        if plan.val_source:
+            val = self.catalog.select(task, "val", [plan.val_source])
+            gold = val["label"].map(names.index).to_numpy()
+            with torch.no_grad():
+                logits = linear(torch.as_tensor(self.vectors(list(val["text"])))).numpy()
+            temperature = fit_temperature(logits, gold)
+            threshold = spec.threshold
+            if is_binary(task) and plan.threshold == "val":
+                threshold = best_threshold(gold == 1, softmax(logits, temperature)[:, 1], task)
+            spec = TaskSpec(labels=names, threshold=threshold, temperature=temperature)
+        details = {
+            "regular_rows": len(regular),
+            "feedback_rows": len(mine),
+            "temperature": spec.temperature,
+            "threshold": spec.threshold,
+        }
+        return _Head(linear, spec), details
+
+    def compare(self, task: Task, before: _Head, after: _Head) -> list[dict[str, Any]]:
+        """Both heads on the task's evaluation sets (less any text that is also feedback) and
+        on the held-out decisions."""
+        from training.evaluate import EVALUATIONS
+
+        sets = []
+        for eval_task, source, split in EVALUATIONS:
+            if eval_task is task:
+                rows = self.catalog.select(task, split, [source])
+                in_feedback = rows["text"].map(dedup_key).isin(self.feedback_keys)
+                sets.append((f"{source}/{split}", rows[~in_feedback], int(in_feedback.sum())))
+        held = self.feedback[(self.feedback["task"] == task.value) & self.held]
+        sets.append(("feedback/held-out", held, 0))
+        comparison = []
+        for name, rows, left_out in sets:
+            if rows.empty:
+                continue
+            x, gold, polarity = (
+                self.vectors(list(rows["text"])),
+                list(rows["label"]),
+                "sst2" in name,
+            )
+            comparison.append(
+                {
+                    "set": name,
+                    "rows": len(rows),
+                    "left_out_in_feedback": left_out,
+                    "before": before.metric(task, x, gold, polarity),
+                    "after": after.metric(task, x, gold, polarity),
+                }
+            )
+        return comparison
 
 
 def retrain_heads(
@@ -142,146 +271,37 @@ def retrain_heads(
 ) -> Manifest:
     """A new version of a transformer model whose heads learned from moderator decisions.
 
-    The encoder and adapters stay as they are, so every comment's vector is computed once; each
-    task the feedback names gets its head fitted again on a sample of its regular training data
-    plus the decisions (weighted), then its temperature and threshold on its validation data as
-    in training. Before and after are compared on every test split of those tasks (rows that
-    are also in the feedback left out) and on the held-out decisions; a drop of more than
-    ``max_drop`` points on a test split refuses the model.
+    The encoder and adapters stay as they are, so only the heads of the tasks the decisions
+    name are fitted again, on a sample of their regular training data plus the decisions
+    (weighted, pulled toward the old head), then calibrated as in training. Before and after
+    are compared on the evaluation sets of those tasks and on the held-out decisions; a test
+    split losing more than ``max_drop`` points refuses the model (nothing is written).
     """
     from safetensors.torch import load_file, save_file
 
-    from model.scorer import TransformerScorer
-    from training.catalog import EVAL_SPLITS, load_catalog
     from training.onnx_export import export_onnx
-    from training.transformer import ADAPTERS_FILE, _plans
+    from training.transformer import ADAPTERS_FILE
 
-    manifest = read_manifest(base_dir)
-    if manifest.kind != "transformer-lora":
-        raise ValueError(
-            f"{base_dir} holds a {manifest.kind} model: retrain it with --config and --extra-data"
-        )
-    rng = np.random.default_rng(options.seed)
-    scorer = TransformerScorer(base_dir, manifest, encoder_dir)
-    network, tokenizer = scorer.network, scorer.tokenizer
-    plans = {plan.task: plan for plan in _plans(manifest.config)}
-    catalog = load_catalog(data_dir)
-    held = held_out_mask(feedback["text"], options.held_out)
-    feedback_keys = set(feedback["text"].map(dedup_key))
-
-    def vectors(texts: Sequence[str]) -> np.ndarray:
-        return pooled_vectors(network, tokenizer, list(texts), options.batch_size)
-
-    tasks = [Task(t) for t in sorted(set(feedback.loc[~held, "task"]))]
-    unknown = [task for task in tasks if task not in plans]
-    if unknown:
-        raise ValueError(f"the model has no head for {unknown}")
-    specs = dict(manifest.tasks)
+    run = _Retraining(base_dir, feedback, data_dir, options, encoder_dir)
+    tasks = sorted({Task(t) for t in feedback.loc[~run.held, "task"]})
+    if missing := [task.value for task in tasks if task not in run.plans]:
+        raise ValueError(f"the model has no head for {missing}")
     state = load_file(base_dir / ADAPTERS_FILE)
-    report: dict[str, Any] = {"feedback_rows": len(feedback), "held_out_rows": int(held.sum())}
+    specs = dict(run.manifest.tasks)
+    report: dict[str, Any] = {"feedback_rows": len(feedback), "held_out_rows": int(run.held.sum())}
     for task in tasks:
-        plan, names = plans[task], list(LABELS[task])
-        regular = catalog.select(task, "train", plan.train_sources)
-        regular = regular.iloc[
-            rng.permutation(len(regular))[: min(options.replay_rows, len(regular))]
-        ]
-        mine = feedback[(feedback["task"] == task.value) & ~held]
-        texts = [*regular["text"], *mine["text"]]
-        labels = np.array([names.index(label) for label in [*regular["label"], *mine["label"]]])
-        weights = np.concatenate(
-            [np.ones(len(regular)), np.full(len(mine), options.feedback_weight)]
-        )
-        sequence = network.heads[task.value]
-        assert isinstance(sequence, nn.Sequential)
-        old_head = sequence[1]
-        assert isinstance(old_head, nn.Linear)
-        new_head = _fit_head(
-            old_head,
-            vectors(texts),
-            labels,
-            weights,
-            _class_weights(labels, len(names)) if plan.class_weights else None,
-            options.prior,
-        )
-
-        def probabilities(x: np.ndarray, head: nn.Linear, temperature: float) -> np.ndarray:
-            with torch.no_grad():
-                logits = head(torch.as_tensor(x)).double().numpy()
-            return softmax(logits, temperature)
-
-        spec = specs[task]
-        new_spec = spec
-        if plan.val_source:
-            val = catalog.select(task, "val", [plan.val_source])
-            val_gold = val["label"].map(names.index).to_numpy()
-            with torch.no_grad():
-                val_logits = new_head(torch.as_tensor(vectors(list(val["text"])))).numpy()
-            temperature = fit_temperature(val_logits, val_gold)
-            threshold = spec.threshold
-            if is_binary(task) and plan.threshold == "val":
-                calibrated = softmax(val_logits, temperature)[:, 1]
-                threshold = best_threshold(val_gold == 1, calibrated, task)
-            new_spec = TaskSpec(labels=names, threshold=threshold, temperature=temperature)
-        specs[task] = new_spec
-        rows: list[dict[str, Any]] = []
-        evaluations = catalog.examples[
-            (catalog.examples["task"] == task.value)
-            & catalog.examples["split"].isin([s for s in EVAL_SPLITS if s != "val"])
-        ]
-        for (source, split), group in evaluations.groupby(["source", "split"]):
-            in_feedback = group["text"].map(dedup_key).isin(feedback_keys)
-            kept = group[~in_feedback]
-            if kept.empty:
-                continue
-            x, gold = vectors(list(kept["text"])), kept["label"].map(names.index).to_numpy()
-            rows.append(
-                {
-                    "set": f"{source}/{split}",
-                    "rows": len(kept),
-                    "left_out_in_feedback": int(in_feedback.sum()),
-                    "before": _metric(
-                        task, gold, probabilities(x, old_head, spec.temperature), spec
-                    ),
-                    "after": _metric(
-                        task, gold, probabilities(x, new_head, new_spec.temperature), new_spec
-                    ),
-                }
-            )
-        mine_held = feedback[(feedback["task"] == task.value) & held]
-        if not mine_held.empty:
-            x, gold = (
-                vectors(list(mine_held["text"])),
-                mine_held["label"].map(names.index).to_numpy(),
-            )
-            rows.append(
-                {
-                    "set": "feedback/held-out",
-                    "rows": len(mine_held),
-                    "left_out_in_feedback": 0,
-                    "before": _metric(
-                        task, gold, probabilities(x, old_head, spec.temperature), spec
-                    ),
-                    "after": _metric(
-                        task, gold, probabilities(x, new_head, new_spec.temperature), new_spec
-                    ),
-                }
-            )
-        report[task.value] = {
-            "regular_rows": len(regular),
-            "feedback_rows": len(mine),
-            "temperature": new_spec.temperature,
-            "threshold": new_spec.threshold,
-            "comparison": rows,
-        }
-        logger.info("%s: %s", task.value, rows)
-        state[f"heads.{task.value}.1.weight"] = new_head.weight.detach().half()
-        state[f"heads.{task.value}.1.bias"] = new_head.bias.detach().half()
+        new, details = run.fit(task)
+        comparison = run.compare(task, run.old_head(task), new)
+        logger.info("%s: %s", task.value, comparison)
+        report[task.value] = {**details, "comparison": comparison}
+        specs[task] = new.spec
+        state[f"heads.{task.value}.1.weight"] = new.linear.weight.detach().half()
+        state[f"heads.{task.value}.1.bias"] = new.linear.bias.detach().half()
 
     drops = [
-        f"{task}: {row['set']} {row['before']} -> {row['after']}"
-        for task, entry in report.items()
-        if isinstance(entry, dict)
-        for row in entry["comparison"]
+        f"{task.value}: {row['set']} {row['before']} -> {row['after']}"
+        for task in tasks
+        for row in report[task.value]["comparison"]
         if row["set"] != "feedback/held-out" and row["before"] - row["after"] > options.max_drop
     ]
     if drops:
@@ -290,34 +310,30 @@ def retrain_heads(
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, output_dir / ADAPTERS_FILE)
-    updated = manifest.model_copy(
+    base = run.manifest
+    metrics = {
+        f"{task.value}/{row['set']}/{when}": float(row[when])
+        for task in tasks
+        for row in report[task.value]["comparison"]
+        for when in ("before", "after")
+    }
+    updated = base.model_copy(
         update={
-            "version": f"{manifest.version}+feedback.{feedback_hash[:8]}",
+            "version": f"{base.version}+feedback.{feedback_hash[:8]}",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tasks": specs,
             "files": {ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
             "onnx": None,
-            "metrics": {**manifest.metrics, "feedback": _flat(report)},
-            "training_data": {**manifest.training_data, FEEDBACK_SOURCE: feedback_hash},
+            "metrics": {**base.metrics, "feedback": metrics},
+            "training_data": {**base.training_data, FEEDBACK_SOURCE: feedback_hash},
             "config": {
-                **manifest.config,
-                "feedback": {"base": f"{manifest.name} {manifest.version}", **asdict(options)},
+                **base.config,
+                "feedback": {"base": f"{base.name} {base.version}", **asdict(options)},
             },
         }
     )
     write_manifest(output_dir, updated)
     (output_dir / "feedback-report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if manifest.onnx is not None:
+    if base.onnx is not None:
         export_onnx(output_dir, encoder_dir)
     return read_manifest(output_dir)
-
-
-def _flat(report: dict[str, Any]) -> dict[str, float]:
-    """The comparison as the manifest's metrics: ``task/set/before`` -> value."""
-    return {
-        f"{task}/{row['set']}/{when}": float(row[when])
-        for task, entry in report.items()
-        if isinstance(entry, dict)
-        for row in entry["comparison"]
-        for when in ("before", "after")
-    }
