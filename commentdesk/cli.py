@@ -366,10 +366,14 @@ def _train_on_feedback(
             base, rows, _data_dir(data_dir), target, options, sha256_file(path)
         )
     except FeedbackRegression as exc:
+        _print_comparison(exc.report)
         _fail(f"model refused, nothing written: {exc}", code=1)
+    _print_comparison(json.loads((target / "feedback-report.json").read_text(encoding="utf-8")))
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
+
+
+def _print_comparison(report: dict[str, Any]) -> None:
     typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
-    report = json.loads((target / "feedback-report.json").read_text(encoding="utf-8"))
     for task, entry in report.items():
         if isinstance(entry, dict):
             for row in entry["comparison"]:

@@ -56,6 +56,18 @@ def test_fit_refuses_too_few_labels_or_one_class() -> None:
     assert isinstance(one_class, str) and "two must be present" in one_class
 
 
+def test_a_fit_that_does_worse_cross_validated_is_not_kept() -> None:
+    """The model is already right (labels follow its 0.5 threshold, with 20 % noise): a fit on
+    40 labels only overfits the noise, and cross-validation shows it."""
+    rng = np.random.default_rng(0)
+    positive = rng.uniform(0, 1, 40)
+    gold = (positive >= 0.5) ^ (rng.random(40) < 0.2)
+    labels = ["question" if g else "not-question" for g in gold]
+    fit = fit_source(Task.QUESTION, np.column_stack([1 - positive, positive]), labels, 0.5)
+    assert isinstance(fit, str)
+    assert "the model's settings stay" in fit and "0.8333" in fit
+
+
 def test_sentiment_gets_a_temperature_and_keeps_argmax() -> None:
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, (600, 3))

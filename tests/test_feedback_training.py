@@ -54,7 +54,7 @@ def test_retrain_changes_only_the_named_heads_and_reports_before_and_after(
     path = _feedback_file(tmp_path / "feedback.jsonl")
     rows = load_feedback(path)
     output = tmp_path / "retrained"
-    options = FeedbackOptions(replay_rows=50, max_drop=100.0)
+    options = FeedbackOptions(replay_rows=50, max_drop=100.0, max_val_drop=100.0)
     manifest = retrain_heads(
         tiny_transformer_dir,
         rows,
@@ -97,18 +97,42 @@ def test_retrain_changes_only_the_named_heads_and_reports_before_and_after(
     assert len(scorer.predict(["can you help?"])) == 1
 
 
+def test_a_head_that_loses_on_validation_at_every_weight_stays_as_it_was(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    path = _feedback_file(tmp_path / "feedback.jsonl")
+    output = tmp_path / "kept"
+    # A validation gain of 100 points is required: no weight gets it, the sentiment head stays.
+    options = FeedbackOptions(replay_rows=50, max_drop=100.0, max_val_drop=-100.0)
+    retrain_heads(
+        tiny_transformer_dir, load_feedback(path), synthetic_data_dir, output, options,
+        sha256_file(path), tiny_encoder_dir,
+    )  # fmt: skip
+    report = json.loads((output / "feedback-report.json").read_text())
+    assert report["sentiment"]["kept"] == "the old head"
+    assert report["sentiment"]["feedback_weight"] == 0.0
+    assert "kept" not in report["question"]  # no validation data: the question head is refitted
+    before = load_file(tiny_transformer_dir / "adapters.safetensors")
+    after = load_file(output / "adapters.safetensors")
+    assert torch.equal(before["heads.sentiment.1.weight"], after["heads.sentiment.1.weight"])
+    assert not torch.equal(before["heads.question.1.weight"], after["heads.question.1.weight"])
+    for row in report["sentiment"]["comparison"]:
+        assert row["before"] == row["after"]
+
+
 def test_a_drop_on_a_test_split_refuses_the_model(
     tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     path = _feedback_file(tmp_path / "feedback.jsonl")
     output = tmp_path / "refused"
     # max_drop below zero: even an unchanged metric counts as a drop.
-    with pytest.raises(FeedbackRegression, match=r"lost more than -1\.0 points"):
+    with pytest.raises(FeedbackRegression, match=r"lost more than -1\.0 points") as refused:
         retrain_heads(
             tiny_transformer_dir, load_feedback(path), synthetic_data_dir, output,
-            FeedbackOptions(replay_rows=50, max_drop=-1.0), "0" * 64, tiny_encoder_dir,
+            FeedbackOptions(replay_rows=50, max_drop=-1.0, max_val_drop=100.0), "0" * 64, tiny_encoder_dir,
         )  # fmt: skip
     assert not output.exists()
+    assert {"question", "sentiment"} <= set(refused.value.report)  # the CLI prints the table
 
 
 def test_train_command_checks_its_arguments(

@@ -50,6 +50,10 @@ def load_feedback(path: Path) -> pd.DataFrame:
 class FeedbackRegression(Exception):
     """Retraining on feedback lowered a test-split metric by more than the allowed drop."""
 
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
 
 @dataclass(frozen=True)
 class FeedbackOptions:
@@ -60,6 +64,8 @@ class FeedbackOptions:
     feedback_weight: float = 4.0  # each decision counts as this many regular rows
     prior: float = 0.1  # L2 pull of the new head toward the old one (docs/experiments.md)
     max_drop: float = 1.0  # points a test-split metric may lose before the model is refused
+    max_val_drop: float = 0.5  # validation points a task may lose before its weight is halved
+    weight_halvings: int = 3
     seed: int = 0
     batch_size: int = 64
 
@@ -188,43 +194,59 @@ class _Retraining:
         return _Head(sequence[1], self.manifest.tasks[task])
 
     def fit(self, task: Task) -> tuple[_Head, dict[str, Any]]:
-        """The task's head fitted on regular rows plus decisions, then calibrated on validation
-        data as in training (a task without validation data keeps its temperature and threshold)."""
+        """The task's head fitted on regular rows plus decisions, calibrated as in training.
+
+        With validation data, the decisions' weight is halved until the validation metric
+        stays within ``max_val_drop`` points of the old head's (decisions from one brand can
+        pull a head away from the task's general data); with none of the weights, the old head
+        stays. A task without validation data keeps its temperature and threshold.
+        """
         plan, names, old = self.plans[task], list(LABELS[task]), self.old_head(task)
         regular = self.catalog.select(task, "train", plan.train_sources)
-        sample = self.rng.permutation(len(regular))[: self.options.replay_rows]
-        regular = regular.iloc[sample]
+        regular = regular.iloc[self.rng.permutation(len(regular))[: self.options.replay_rows]]
         mine = self.feedback[(self.feedback["task"] == task.value) & ~self.held]
         labels = np.array([names.index(x) for x in [*regular["label"], *mine["label"]]])
-        weights = np.concatenate(
-            [np.ones(len(regular)), np.full(len(mine), self.options.feedback_weight)]
-        )
-        linear = _fit_head(
-            old.linear,
-            self.vectors([*regular["text"], *mine["text"]]),
-            labels,
-            weights,
-            _class_weights(labels, len(names)) if plan.class_weights else None,
-            self.options.prior,
-        )
-        spec = old.spec
+        vectors = self.vectors([*regular["text"], *mine["text"]])
+        class_weights = _class_weights(labels, len(names)) if plan.class_weights else None
+        details: dict[str, Any] = {"regular_rows": len(regular), "feedback_rows": len(mine)}
+        validation = None
         if plan.val_source:
             val = self.catalog.select(task, "val", [plan.val_source])
-            gold = val["label"].map(names.index).to_numpy()
-            with torch.no_grad():
-                logits = linear(torch.as_tensor(self.vectors(list(val["text"])))).numpy()
-            temperature = fit_temperature(logits, gold)
-            threshold = spec.threshold
-            if is_binary(task) and plan.threshold == "val":
-                threshold = best_threshold(gold == 1, softmax(logits, temperature)[:, 1], task)
-            spec = TaskSpec(labels=names, threshold=threshold, temperature=temperature)
-        details = {
-            "regular_rows": len(regular),
-            "feedback_rows": len(mine),
-            "temperature": spec.temperature,
-            "threshold": spec.threshold,
-        }
-        return _Head(linear, spec), details
+            validation = (val, self.vectors(list(val["text"])))
+            details["val_before"] = old.metric(task, validation[1], list(val["label"]), False)
+        weight = self.options.feedback_weight
+        for _ in range(self.options.weight_halvings + 1):
+            linear = _fit_head(
+                old.linear,
+                vectors,
+                labels,
+                np.concatenate([np.ones(len(regular)), np.full(len(mine), weight)]),
+                class_weights,
+                self.options.prior,
+            )
+            if validation is None:
+                return _Head(linear, old.spec), details | {"feedback_weight": weight}
+            val, val_vectors = validation
+            head = _Head(linear, self._calibrated(task, linear, val, val_vectors, old.spec))
+            score = head.metric(task, val_vectors, list(val["label"]), False)
+            if score >= details["val_before"] - self.options.max_val_drop:
+                return head, details | {"feedback_weight": weight, "val_after": score}
+            logger.info("%s: weight %s loses on validation (%s); halving it", task, weight, score)
+            weight /= 2
+        return old, details | {"feedback_weight": 0.0, "kept": "the old head"}
+
+    def _calibrated(
+        self, task: Task, linear: nn.Linear, val: pd.DataFrame, vectors: np.ndarray, spec: TaskSpec
+    ) -> TaskSpec:
+        names = list(LABELS[task])
+        gold = val["label"].map(names.index).to_numpy()
+        with torch.no_grad():
+            logits = linear(torch.as_tensor(vectors)).numpy()
+        temperature = fit_temperature(logits, gold)
+        threshold = spec.threshold
+        if is_binary(task) and self.plans[task].threshold == "val":
+            threshold = best_threshold(gold == 1, softmax(logits, temperature)[:, 1], task)
+        return TaskSpec(labels=names, threshold=threshold, temperature=temperature)
 
     def compare(self, task: Task, before: _Head, after: _Head) -> list[dict[str, Any]]:
         """Both heads on the task's evaluation sets (less any text that is also feedback) and
@@ -306,7 +328,7 @@ def retrain_heads(
     ]
     if drops:
         raise FeedbackRegression(
-            f"a test split lost more than {options.max_drop} points: {'; '.join(drops)}"
+            f"a test split lost more than {options.max_drop} points: {'; '.join(drops)}", report
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, output_dir / ADAPTERS_FILE)

@@ -64,7 +64,8 @@ def fit_source(
     folds: int = 5,
     seed: int = 0,
 ) -> SourceFit | str:
-    """The fit for one task, or why there is none (too few labels or classes)."""
+    """The fit for one task, or why there is none: too few labels or classes, or a fit that,
+    cross-validated, does worse than the model's own settings (few labels overfit)."""
     names = list(LABELS[task])
     gold = np.array([names.index(label) for label in gold_labels], dtype=np.int64)
     counts = np.bincount(gold, minlength=len(names))
@@ -85,12 +86,19 @@ def fit_source(
         crossed[held_rows] = decide_rows(
             task, recalibrate(probabilities[held_rows], fold_t), fold_threshold
         )
+    crossed_quality = _quality(task, gold, crossed)
+    before_quality = _quality(task, gold, before)
+    if crossed_quality["metric"] < before_quality["metric"]:
+        return (
+            f"cross-validated, the fit scores {crossed_quality['metric']} against the model's "
+            f"{before_quality['metric']} on these {len(gold)} labels: the model's settings stay"
+        )
     report = {
         "labels": len(gold),
         "label_counts": dict(zip(names, counts.tolist(), strict=True)),
         "model_threshold": model_threshold,
-        "before": _quality(task, gold, before),
+        "before": before_quality,
         "after_in_sample": _quality(task, gold, after),
-        f"after_cross_validated_{splits}_fold": _quality(task, gold, crossed),
+        f"after_cross_validated_{splits}_fold": crossed_quality,
     }
     return SourceFit(temperature, threshold, len(gold), report)
