@@ -705,7 +705,15 @@ def feedback_export(
 
 @app.command()
 def calibrate(
-    source: Annotated[str, typer.Option(help="The source (brand, page) whose decisions to fit.")],
+    source: Annotated[
+        str | None, typer.Option(help="The source (brand, page) whose decisions to fit.")
+    ] = None,
+    all_sources: Annotated[
+        bool,
+        typer.Option(
+            help="Fit on every source's decisions; applies where a source has no fit of its own."
+        ),
+    ] = False,
     min_labels: Annotated[
         int, typer.Option(min=2, help="Fewest labels of a task to fit it; fewer: left as is.")
     ] = 30,
@@ -722,9 +730,13 @@ def calibrate(
     from model.artifact import read_manifest
     from model.errors import ArtifactError
     from model.scorer import load_scorer
-    from service.calibration import TaskOverlay, decided_labels, save_overlay
+    from service.calibration import ALL_SOURCES, TaskOverlay, decided_labels, save_overlay
     from training.source_calibration import SourceFit, fit_source
 
+    if (source is not None) == all_sources:
+        _fail("give either --source NAME or --all-sources")
+    source = ALL_SOURCES if all_sources else source
+    assert source is not None
     settings = _settings(model_dir=model_dir)
     sessions = _sessions(settings)
     with sessions() as session:

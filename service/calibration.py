@@ -3,7 +3,8 @@
 One model serves every brand, but brands differ: what counts as a question that needs an answer,
 or as offensive, moves with the audience. ``commentdesk calibrate --source NAME`` fits, from
 that source's moderator decisions, a temperature (on the served probabilities) and a threshold
-per task; ingest applies them to that source's comments. An overlay belongs to the model it was
+per task; ingest applies them to that source's comments. ``--all-sources`` fits one on every
+decision, for the tasks and sources that have too few labels of their own. An overlay belongs to the model it was
 fitted for and is ignored, with a warning, once another model is served.
 """
 
@@ -26,6 +27,9 @@ from service.feedback import IMPLIED_LABELS
 from service.policy import Policy, Rule
 
 logger = logging.getLogger(__name__)
+# The calibration fitted on every source's decisions: it applies to each source's tasks that
+# have no calibration of their own.
+ALL_SOURCES = "*"
 
 
 @dataclass(frozen=True)
@@ -75,30 +79,34 @@ def policy_for(policy: Policy, overlay: Overlay) -> Policy:
 def load_overlays(
     session: Session, sources: Iterable[str], model_name: str, model_version: str
 ) -> dict[str, Overlay]:
-    """The overlays of these sources that were fitted for the served model."""
+    """Each source's overlay for the served model: its own tasks over those of the overlay of
+    every source (``ALL_SOURCES``)."""
     wanted = set(sources)
     if not wanted:
         return {}
-    overlays: dict[str, dict[Task, TaskOverlay]] = {}
-    rows = session.scalars(select(SourceCalibration).where(SourceCalibration.source.in_(wanted)))
-    for row in rows:
+    found: dict[str, dict[Task, TaskOverlay]] = {}
+    statement = select(SourceCalibration).where(
+        SourceCalibration.source.in_([*wanted, ALL_SOURCES])
+    )
+    for row in session.scalars(statement):
         if (row.model_name, row.model_version) != (model_name, model_version):
             logger.warning(
                 "calibration of source %r for %s was fitted for model %s %s, not the served "
-                "%s %s: ignored; run commentdesk calibrate --source %s again",
+                "%s %s: ignored; run commentdesk calibrate again",
                 row.source,
                 row.task,
                 row.model_name,
                 row.model_version,
                 model_name,
                 model_version,
-                row.source,
             )
             continue
-        overlays.setdefault(row.source, {})[Task(row.task)] = TaskOverlay(
+        found.setdefault(row.source, {})[Task(row.task)] = TaskOverlay(
             row.temperature, row.threshold
         )
-    return dict(overlays)
+    default = found.get(ALL_SOURCES, {})
+    overlays = {source: {**default, **found.get(source, {})} for source in wanted}
+    return {source: overlay for source, overlay in overlays.items() if overlay}
 
 
 @dataclass(frozen=True)
@@ -109,14 +117,16 @@ class LabelledComment:
 
 
 def decided_labels(session: Session, source: str) -> list[LabelledComment]:
-    """What moderators said about a source's comments: per comment and task, the label of the
-    latest decision that implies one (approve, hide, reject, reply, relabel)."""
+    """What moderators said about a source's comments (``ALL_SOURCES``: every comment): per
+    comment and task, the label of the latest decision that implies one (approve, hide,
+    reject, reply, relabel)."""
     statement = (
         select(Decision.comment_id, Decision.action, Decision.labels, Comment.text)
         .join(Comment, Comment.id == Decision.comment_id)
-        .where(Comment.source == source)
         .order_by(Decision.id)
     )
+    if source != ALL_SOURCES:
+        statement = statement.where(Comment.source == source)
     found: dict[int, LabelledComment] = {}
     for comment_id, action, relabels, text in session.execute(statement):
         implied = relabels if action == "relabel" else IMPLIED_LABELS.get(action, {})

@@ -15,7 +15,7 @@ from commentdesk.cli import app as cli
 from model.scorer import Prediction, recalibrate, softmax
 from model.tasks import Task
 from service.auth import Role
-from service.calibration import TaskOverlay, apply_overlay, policy_for
+from service.calibration import ALL_SOURCES, TaskOverlay, apply_overlay, load_overlays, policy_for
 from service.db.tables import Comment, SourceCalibration
 from service.policy import Action, Policy, Rule
 from tests.conftest import Api
@@ -128,6 +128,13 @@ def _stored(api: Api, source: str) -> list[Comment]:
         )
 
 
+def _prediction(comment: Comment) -> Prediction:
+    return Prediction(
+        {Task(t): label for t, label in comment.labels.items()},
+        {Task(t): values for t, values in comment.scores.items()},
+    )
+
+
 QUESTIONS = [f"where is my order {i}? can you help" for i in range(20)]
 STATEMENTS = [f"great stream tonight number {i}" for i in range(20)]
 
@@ -175,13 +182,7 @@ def test_calibrate_command_stores_an_overlay_that_ingest_applies_to_that_source_
     _ingest(api, "brand-b", texts, offset=100)
     calibrated, plain = _stored(api, "brand-a")[-3:], _stored(api, "brand-b")
     for a, b in zip(calibrated, plain, strict=True):
-        expected = apply_overlay(
-            Prediction(
-                {Task(t): label for t, label in b.labels.items()},
-                {Task(t): values for t, values in b.scores.items()},
-            ),
-            overlay,
-        )
+        expected = apply_overlay(_prediction(b), overlay)
         assert a.labels["question"] == expected.labels[Task.QUESTION]
         assert a.scores["question"] == pytest.approx(expected.scores[Task.QUESTION])
         assert a.labels["sentiment"] == b.labels["sentiment"]
@@ -193,3 +194,56 @@ def test_calibrate_command_stores_an_overlay_that_ingest_applies_to_that_source_
     _ingest(api, "brand-a", texts, offset=200)
     for a, b in zip(_stored(api, "brand-a")[-3:], plain, strict=True):
         assert a.scores == b.scores and a.labels == b.labels
+
+    # Fitted on every source's decisions, it applies to sources without their own calibration.
+    assert runner.invoke(cli, ["calibrate"]).exit_code == 2
+    both = runner.invoke(cli, ["calibrate", "--source", "brand-a", "--all-sources"])
+    assert both.exit_code == 2 and "either --source" in both.output
+    pooled = runner.invoke(cli, ["calibrate", "--all-sources"])
+    assert pooled.exit_code == 0, pooled.output
+    with api.app.state.sessions() as session:
+        row = session.scalars(
+            select(SourceCalibration).where(SourceCalibration.source == ALL_SOURCES)
+        ).one()
+    default = {Task.QUESTION: TaskOverlay(row.temperature, row.threshold)}
+    _ingest(api, "brand-c", texts, offset=100)
+    for c, b in zip(_stored(api, "brand-c"), plain, strict=True):
+        expected = apply_overlay(_prediction(b), default)
+        assert c.scores["question"] == pytest.approx(expected.scores[Task.QUESTION])
+        assert c.labels["question"] == expected.labels[Task.QUESTION]
+
+
+def test_a_sources_own_tasks_override_the_all_sources_calibration(api: Api) -> None:
+    def row(source: str, task: str, temperature: float, version: str = "v1") -> SourceCalibration:
+        return SourceCalibration(
+            source=source, task=task, temperature=temperature, threshold=None,
+            model_name="m", model_version=version, labels_used=40, report={},
+        )  # fmt: skip
+
+    with api.app.state.sessions() as session:
+        session.add_all(
+            [
+                row(ALL_SOURCES, "question", 2.0),
+                row(ALL_SOURCES, "sentiment", 3.0),
+                row("brand-a", "sentiment", 0.5),
+                row("brand-b", "question", 9.0, version="v0"),
+            ]
+        )
+        session.commit()
+        overlays = load_overlays(session, ["brand-a", "brand-b", "brand-c"], "m", "v1")
+        assert overlays["brand-a"] == {
+            Task.QUESTION: TaskOverlay(2.0),
+            Task.SENTIMENT: TaskOverlay(0.5),
+        }
+        assert (
+            overlays["brand-b"]
+            == overlays["brand-c"]
+            == {
+                Task.QUESTION: TaskOverlay(2.0),
+                Task.SENTIMENT: TaskOverlay(3.0),
+            }
+        )
+        assert load_overlays(session, ["brand-b"], "m", "v0") == {
+            "brand-b": {Task.QUESTION: TaskOverlay(9.0)}
+        }
+        assert load_overlays(session, [], "m", "v1") == {}
