@@ -33,7 +33,9 @@ INTENDED_USE = """## Intended use
 Triage of comments written to a brand's social-media accounts: flag likely offensive or hateful
 comments for a human moderator, surface comments that ask the brand for an answer, and track the
 mood of the audience. It is an aid to moderators, not an automatic judge: every hide or ban
-decision should stay with a person, and the thresholds are the brand's to set.
+decision should stay with a person, and the thresholds are the brand's to set. A brand adapts it
+from its moderators' decisions (`commentdesk calibrate`, `commentdesk train --feedback`); what
+that gained on real brand comments is in `docs/learning-from-moderators.md`.
 
 ## Known failure modes
 - **Sarcasm and irony**: "great, another delay, thanks a lot" reads as positive to a bag of
