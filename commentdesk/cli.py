@@ -767,11 +767,7 @@ def calibrate(
                 fit.labels_used,
                 fit.report,
             )
-            typer.echo(
-                f"{task.value}: temperature {fit.temperature:.3f}, threshold "
-                f"{'-' if fit.threshold is None else f'{fit.threshold:.3f}'}\n"
-                f"  {json.dumps(fit.report)}"
-            )
+            _print_source_fit(task.value, fit.temperature, fit.threshold, fit.report)
         else:
             typer.echo(f"{task.value}: not fitted: {fit}")
     if not fitted:
@@ -782,6 +778,26 @@ def calibrate(
     with sessions() as session:
         save_overlay(session, source, fitted, scorer.name, scorer.version)
     typer.echo(f"stored the calibration of {source!r} for {scorer.name} {scorer.version}")
+
+
+def _print_source_fit(
+    task: str, temperature: float, threshold: float | None, report: dict[str, Any]
+) -> None:
+    counts = ", ".join(f"{label} {n}" for label, n in report["label_counts"].items())
+    cut = "-" if threshold is None else f"{threshold:.3f}"
+    typer.echo(
+        f"{task}: {report['labels']} labels ({counts}); temperature {temperature:.3f}, threshold {cut}"
+    )
+    columns = [c for c in ("precision", "recall", "f1") if c in report["before"]] or ["metric"]
+    typer.echo(f"  {'':<34}" + "".join(f"{c:>10}" for c in columns))
+    rows = {"model's settings": "before", "fitted, on these labels": "after_in_sample"}
+    rows |= {
+        f"fitted, {k.split('_')[-2]}-fold cross-validated": k
+        for k in report
+        if k.startswith("after_cross")
+    }
+    for name, key in rows.items():
+        typer.echo(f"  {name:<34}" + "".join(f"{report[key][c]:>10.3f}" for c in columns))
 
 
 @templates_app.command("load-defaults")

@@ -164,7 +164,8 @@ def test_calibrate_command_stores_an_overlay_that_ingest_applies_to_that_source_
     assert strict.exit_code == 1 and "40 labels; at least 100" in strict.output
     dry = runner.invoke(cli, ["calibrate", "--source", "brand-a", "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "question: temperature" in dry.output and "dry run" in dry.output
+    assert "question: 40 labels (not-question 20, question 20)" in dry.output
+    assert "5-fold cross-validated" in dry.output and "dry run" in dry.output
     with api.app.state.sessions() as session:
         assert session.scalars(select(SourceCalibration)).first() is None
 
