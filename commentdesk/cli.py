@@ -726,7 +726,6 @@ def calibrate(
     the same model is served; the report gives precision and recall before and after, on the
     decisions themselves and cross-validated.
     """
-
     from model.artifact import read_manifest
     from model.errors import ArtifactError
     from model.scorer import load_scorer
@@ -771,7 +770,7 @@ def calibrate(
         else:
             typer.echo(f"{task.value}: not fitted: {fit}")
     if not fitted:
-        _fail(f"no task of source {source!r} has enough labels to fit", code=1)
+        _fail(f"nothing stored for source {source!r}: no task has a fit (see above)", code=1)
     if dry_run:
         typer.echo("dry run: nothing stored")
         return
