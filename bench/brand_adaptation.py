@@ -93,10 +93,9 @@ def paired_bootstrap(
     gold = np.array([gold_labels(r)[name] for r in rows], dtype=object)
     old = np.array([p[name] for p in before], dtype=object)
     new = np.array([p[name] for p in after], dtype=object)
-    changes = []
+    task, changes = TASKS[name], []
     for _ in range(resamples):
         i = rng.integers(0, len(rows), len(rows))
-        task = TASKS[name]
         changes.append(
             official_metric(task, list(gold[i]), list(new[i]))
             - official_metric(task, list(gold[i]), list(old[i]))

@@ -166,7 +166,7 @@ class _Retraining:
     ):
         from model.scorer import TransformerScorer
         from training.catalog import load_catalog
-        from training.transformer import _plans
+        from training.transformer import task_plans
 
         self.manifest = read_manifest(base_dir)
         if self.manifest.kind != "transformer-lora":
@@ -175,7 +175,7 @@ class _Retraining:
                 "--extra-data"
             )
         self.scorer = TransformerScorer(base_dir, self.manifest, encoder_dir)
-        self.plans = {plan.task: plan for plan in _plans(self.manifest.config)}
+        self.plans = {plan.task: plan for plan in task_plans(self.manifest.config)}
         self.catalog = load_catalog(data_dir)
         self.feedback = feedback
         self.held = held_out_mask(feedback["text"], options.held_out)

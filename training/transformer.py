@@ -91,7 +91,9 @@ def _dataclass_from(cls: Any, section: dict[str, Any], name: str) -> Any:
     return cls(**section)
 
 
-def _plans(config: dict[str, Any]) -> list[TaskPlan]:
+def task_plans(config: dict[str, Any]) -> list[TaskPlan]:
+    """Each task's data sources, validation set and threshold rule, from a config (or a
+    trained model's manifest, which keeps its config)."""
     plans = []
     for name, section in config["tasks"].items():
         try:
@@ -201,7 +203,7 @@ def train_transformer(
     torch.manual_seed(seed)
     network_config = _dataclass_from(NetworkConfig, config.get("network", {}), "network")
     optim = _dataclass_from(OptimConfig, config.get("optim", {}), "optim")
-    plans = _plans(config)
+    plans = task_plans(config)
     catalog = load_catalog(data_dir)
     data = _task_data(catalog, plans)
     expected_sha = config.get("base_encoder_sha256")
