@@ -20,9 +20,9 @@ from model.artifact import Manifest, TaskSpec, read_manifest, sha256_file, write
 from model.scorer import decide_rows, softmax
 from model.tasks import LABELS, Task, is_binary
 from model.text import dedup_key
-from model.transformer import MultiTaskNetwork, encode
 from training.calibration import fit_temperature
 from training.metrics import best_threshold, official_metric
+from training.transformer import ADAPTERS_FILE, class_weights, pooled_vectors, task_plans
 
 logger = logging.getLogger(__name__)
 
@@ -77,21 +77,6 @@ def held_out_mask(texts: pd.Series, share: float) -> np.ndarray:
     return result
 
 
-@torch.inference_mode()
-def pooled_vectors(
-    network: MultiTaskNetwork, tokenizer: Any, texts: Sequence[str], batch_size: int
-) -> np.ndarray:
-    """The vectors the heads read, batched by length; computed once, reused by every fit."""
-    network.eval()
-    out = np.zeros((len(texts), network.encoder.config.hidden_size), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts])
-    for start in range(0, len(texts), batch_size):
-        index = order[start : start + batch_size]
-        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)
-        out[index] = network.pool(**batch).float().numpy()
-    return out
-
-
 def _fit_head(
     head: nn.Linear,
     vectors: np.ndarray,
@@ -123,12 +108,6 @@ def _fit_head(
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
     return fitted
-
-
-def _class_weights(labels: np.ndarray, size: int) -> np.ndarray:
-    counts = np.bincount(labels, minlength=size).astype(np.float64)
-    weights: np.ndarray = counts.sum() / (size * np.maximum(counts, 1))
-    return weights
 
 
 @dataclass
@@ -166,7 +145,6 @@ class _Retraining:
     ):
         from model.scorer import TransformerScorer
         from training.catalog import load_catalog
-        from training.transformer import task_plans
 
         self.manifest = read_manifest(base_dir)
         if self.manifest.kind != "transformer-lora":
@@ -182,11 +160,18 @@ class _Retraining:
         self.feedback_keys = set(feedback["text"].map(dedup_key))
         self.options = options
         self.rng = np.random.default_rng(options.seed)
+        self._vectors: dict[str, np.ndarray] = {}
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
-        return pooled_vectors(
-            self.scorer.network, self.scorer.tokenizer, list(texts), self.options.batch_size
-        )
+        """Pooled vectors, each text encoded once per run (evaluation sets and held-out
+        decisions are shared by several tasks)."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if new:
+            computed = pooled_vectors(
+                self.scorer.network, self.scorer.tokenizer, new, self.options.batch_size
+            )
+            self._vectors.update(zip(new, computed, strict=True))
+        return np.stack([self._vectors[t] for t in texts])
 
     def old_head(self, task: Task) -> _Head:
         sequence = self.scorer.network.heads[task.value]
@@ -207,7 +192,7 @@ class _Retraining:
         mine = self.feedback[(self.feedback["task"] == task.value) & ~self.held]
         labels = np.array([names.index(x) for x in [*regular["label"], *mine["label"]]])
         vectors = self.vectors([*regular["text"], *mine["text"]])
-        class_weights = _class_weights(labels, len(names)) if plan.class_weights else None
+        per_class = class_weights(labels, len(names)) if plan.class_weights else None
         details: dict[str, Any] = {"regular_rows": len(regular), "feedback_rows": len(mine)}
         validation = None
         if plan.val_source:
@@ -221,7 +206,7 @@ class _Retraining:
                 vectors,
                 labels,
                 np.concatenate([np.ones(len(regular)), np.full(len(mine), weight)]),
-                class_weights,
+                per_class,
                 self.options.prior,
             )
             if validation is None:
@@ -302,7 +287,6 @@ def retrain_heads(
     from safetensors.torch import load_file, save_file
 
     from training.onnx_export import export_onnx
-    from training.transformer import ADAPTERS_FILE
 
     run = _Retraining(base_dir, feedback, data_dir, options, encoder_dir)
     tasks = sorted({Task(t) for t in feedback.loc[~run.held, "task"]})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,39 +130,47 @@ def _task_data(catalog: Catalog, plans: list[TaskPlan]) -> list[TaskData]:
     return data
 
 
+def class_weights(labels: np.ndarray, size: int) -> np.ndarray:
+    """Inverse-frequency loss weights, for tasks whose classes are skewed."""
+    counts = np.bincount(labels, minlength=size).astype(np.float64)
+    weights: np.ndarray = counts.sum() / (size * np.maximum(counts, 1))
+    return weights
+
+
 def _loss_functions(data: list[TaskData]) -> dict[Task, nn.Module]:
     losses: dict[Task, nn.Module] = {}
     for item in data:
         weight = None
         if item.plan.class_weights:
-            counts = np.bincount(item.train_labels, minlength=len(LABELS[item.plan.task])).astype(
-                np.float64
-            )
-            weight = torch.tensor(
-                counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32
-            )
+            size = len(LABELS[item.plan.task])
+            weight = torch.tensor(class_weights(item.train_labels, size), dtype=torch.float32)
         losses[item.plan.task] = nn.CrossEntropyLoss(weight=weight)
     return losses
 
 
-@torch.no_grad()
-def predict_logits(
-    network: MultiTaskNetwork,
-    tokenizer: Any,
-    texts: list[str],
-    task: Task,
-    max_length: int,
-    batch_size: int,
+@torch.inference_mode()
+def pooled_vectors(
+    network: MultiTaskNetwork, tokenizer: Any, texts: Sequence[str], batch_size: int
 ) -> np.ndarray:
-    """Logits of one task, batched by length so padding stays small."""
+    """The vectors the heads read, batched by length so padding stays small."""
     network.eval()
+    out = np.zeros((len(texts), network.encoder.config.hidden_size), dtype=np.float32)
     order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), len(LABELS[task])), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
         index = order[start : start + batch_size]
-        batch = encode(tokenizer, [texts[i] for i in index], max_length)
-        out[index] = network(**batch, tasks=[task])[task].float().numpy()
+        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)
+        out[index] = network.pool(**batch).float().numpy()
     return out
+
+
+@torch.inference_mode()
+def predict_logits(
+    network: MultiTaskNetwork, tokenizer: Any, texts: list[str], task: Task, batch_size: int
+) -> np.ndarray:
+    """Logits of one task."""
+    vectors = torch.as_tensor(pooled_vectors(network, tokenizer, texts, batch_size))
+    logits: np.ndarray = network.heads[task.value](vectors).float().numpy()
+    return logits
 
 
 def _evaluate(
@@ -176,7 +185,6 @@ def _evaluate(
             tokenizer,
             item.val_texts,
             item.plan.task,
-            network.config.max_length,
             optim.eval_batch_size,
         )
         names = np.array(LABELS[item.plan.task])
@@ -333,7 +341,6 @@ def _calibrate(
                 tokenizer,
                 item.val_texts,
                 task,
-                network.config.max_length,
                 optim.eval_batch_size,
             )
             temperature = fit_temperature(logits, item.val_labels)
