@@ -9,6 +9,10 @@ non-question -> praise)? Neutral non-questions have no expected intent and are n
 With --gold-labels the question and sentiment probabilities of each dev comment are replaced by
 its gold labels (one-hot): the ranking's ceiling when the classifiers are right.
 
+The default model is artifacts/minilm, which never saw brand_comments dev: the served default
+(artifacts/minilm-brand) has its question head fitted on that set, so its figure here would be
+in-sample for questions.
+
 Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N] [--gold-labels]
 """
 
@@ -27,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commentdesk.settings import DEFAULT_MODEL_DIR, Settings, default_data_dir
+from commentdesk.settings import PUBLIC_MODEL_DIR, Settings, default_data_dir
 from model.scorer import load_scorer
 from service.app import embedder_factory
 from service.db.engine import make_engine, make_sessionmaker, upgrade
@@ -49,7 +53,7 @@ def expected_intent(item: dict[str, object]) -> Intent | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=PUBLIC_MODEL_DIR)
     parser.add_argument("--comments", type=int, default=200)
     parser.add_argument("--gold-labels", action="store_true")
     args = parser.parse_args()

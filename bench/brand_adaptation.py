@@ -30,6 +30,7 @@ import typer
 from sqlalchemy import select
 
 from commentdesk import cli
+from commentdesk.settings import PUBLIC_MODEL_DIR
 from model.artifact import sha256_file
 from model.scorer import load_scorer
 from model.tasks import Task
@@ -123,7 +124,7 @@ def ingested_labels(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--model-dir", type=Path, default=ROOT / "artifacts" / "minilm")
+    parser.add_argument("--model-dir", type=Path, default=PUBLIC_MODEL_DIR)
     parser.add_argument("--min-labels", type=int, default=30)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()

@@ -294,6 +294,16 @@ def train(
             "(`commentdesk feedback export`); options: --set feedback.replay_rows=..."
         ),
     ] = None,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="With --feedback: first measure the new heads by K-fold cross-validation over "
+            "the decisions (0: no), then fit them on all of them."
+        ),
+    ] = 0,
+    version: Annotated[
+        str | None, typer.Option(help="With --feedback: the new version (default: derived).")
+    ] = None,
     model_dir: ModelDirOption = None,
 ) -> None:
     """Train a model from an experiment config, or a new version of one from moderator feedback."""
@@ -309,7 +319,9 @@ def train(
         _fail("give either --config (train from scratch) or --feedback (a new version)")
     try:
         if feedback is not None:
-            _train_on_feedback(feedback, set_ or [], output_dir, data_dir, model_dir)
+            _train_on_feedback(
+                feedback, set_ or [], output_dir, data_dir, model_dir, folds, version
+            )
             return
         assert config is not None
         values = load_config(config, set_ or [])
@@ -342,14 +354,17 @@ def _train_on_feedback(
     output_dir: Path | None,
     data_dir: Path | None,
     model_dir: Path | None,
+    folds: int,
+    version: str | None,
 ) -> None:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from model.artifact import sha256_file
     from training.config import apply_overrides
     from training.feedback import (
         FeedbackOptions,
         FeedbackRegression,
+        cross_validate,
         load_feedback,
         retrain_heads,
     )
@@ -361,9 +376,21 @@ def _train_on_feedback(
     rows = load_feedback(path)
     if rows.empty:
         _fail(f"{path} holds no labelled rows")
+    validation = None
+    if folds:
+        validation = cross_validate(base, rows, _data_dir(data_dir), options, folds)
+        _print_cross_validation(validation)
+        options = replace(options, held_out=0.0)  # measured above: every decision is fitted
     try:
         manifest = retrain_heads(
-            base, rows, _data_dir(data_dir), target, options, sha256_file(path)
+            base,
+            rows,
+            _data_dir(data_dir),
+            target,
+            options,
+            sha256_file(path),
+            cross_validation=validation,
+            version=version,
         )
     except FeedbackRegression as exc:
         _print_comparison(exc.report)
@@ -372,15 +399,31 @@ def _train_on_feedback(
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
 
 
-def _print_comparison(report: dict[str, Any]) -> None:
+def _print_cross_validation(report: dict[str, Any]) -> None:
+    typer.echo("out-of-fold: each fold decided by heads fitted on the other folds")
     typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
-    for task, entry in report.items():
-        if isinstance(entry, dict):
-            for row in entry["comparison"]:
-                typer.echo(
-                    f"{task:<10} {row['set']:<32} {row['rows']:>6} "
-                    f"{row['before']:>7.2f} {row['after']:>7.2f}"
-                )
+    for task, sets in report.items():
+        for name, entry in sets.items():
+            typer.echo(
+                f"{task:<10} {name:<32} {entry['rows']:>6} "
+                f"{entry['before']:>7.2f} {entry['after']:>7.2f}"
+            )
+
+
+def _print_comparison(report: dict[str, Any]) -> None:
+    rows = [
+        (task, row)
+        for task, entry in report.items()
+        if isinstance(entry, dict) and "comparison" in entry
+        for row in entry["comparison"]
+    ]
+    if rows:
+        typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
+    for task, row in rows:
+        typer.echo(
+            f"{task:<10} {row['set']:<32} {row['rows']:>6} "
+            f"{row['before']:>7.2f} {row['after']:>7.2f}"
+        )
 
 
 @app.command("export-onnx")
@@ -426,10 +469,12 @@ def evaluate(
     ] = None,
 ) -> None:
     """Official metric per task on the test splits and brand_comments dev, beside the references."""
+    from model.artifact import read_manifest
     from model.errors import ArtifactError
     from model.scorer import load_scorer
     from training.catalog import DataError, load_catalog
     from training.evaluate import (
+        cross_validated_figures,
         evaluate_references,
         evaluate_scorer,
         markdown_table,
@@ -446,7 +491,7 @@ def evaluate(
         catalog = load_catalog(_data_dir(data_dir))
     except (ArtifactError, DataError) as exc:
         _fail(str(exc))
-    results, predictions = evaluate_scorer(scorer, catalog, scorer.name)
+    results, predictions = evaluate_scorer(scorer, catalog, f"{scorer.name} {scorer.version}")
     parity_rows = None
     if reference is not None:
         parity_rows = parity_table(
@@ -454,8 +499,21 @@ def evaluate(
         )
         typer.echo(f"{type(scorer).__name__} against TransformerScorer (PyTorch), same model:")
         typer.echo(markdown_table(parity_rows))
-    for other in others:
-        results += evaluate_scorer(other, catalog, other.name)[0]
+    # After the parity check, which compares both runtimes row by row on the same (in-sample) rows.
+    cross_validated = cross_validated_figures(
+        read_manifest(settings.model_dir), results, predictions
+    )
+    for task, dataset, in_sample, out_of_fold in cross_validated:
+        typer.echo(
+            f"{task.value} on {dataset}: the heads were fitted on it; reporting the "
+            f"cross-validated {100 * out_of_fold:.1f} (in-sample {100 * in_sample:.1f})"
+        )
+    for directory, other in zip(compare or [], others, strict=True):
+        other_results, other_predictions = evaluate_scorer(
+            other, catalog, f"{other.name} {other.version}"
+        )
+        cross_validated_figures(read_manifest(directory), other_results, other_predictions)
+        results += other_results
     if ensemble_with is not None:
         results += _evaluate_ensemble(scorer, ensemble_with, catalog)
     if references:
@@ -464,7 +522,9 @@ def evaluate(
     typer.echo(markdown_table(table))
     if card is not None:
         command = "commentdesk " + " ".join(sys.argv[1:])
-        build_model_card(card, scorer, table, predictions, catalog, command, parity_rows)
+        build_model_card(
+            card, scorer, table, predictions, catalog, command, parity_rows, cross_validated
+        )
         typer.echo(f"wrote {card}")
 
 
@@ -601,6 +661,35 @@ def _evaluate_ensemble(scorer: Any, other_dir: Path, catalog: Any) -> list[Any]:
     results, predictions = evaluate_scorer(ensemble, catalog, ensemble.name)
     typer.echo(markdown_table(calibration_table(predictions)))
     return results
+
+
+@data_app.command("labels")
+def data_labels(
+    dataset: Annotated[
+        str, typer.Argument(help="SOURCE/SPLIT of the catalog, e.g. brand_comments/dev.")
+    ],
+    task: Annotated[str, typer.Option(help="The task whose labels to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL file to write.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write a data set's labels in the `commentdesk feedback export` format, so that
+    `commentdesk train --feedback FILE --folds 5` can fit a model's heads on them."""
+    from model.tasks import Task
+    from training.catalog import DataError, load_catalog
+
+    source, _, split = dataset.partition("/")
+    try:
+        chosen = Task(task)
+        rows = load_catalog(_data_dir(data_dir)).select(chosen, split, [source])
+    except (ValueError, DataError) as exc:
+        _fail(str(exc))
+    if rows.empty:
+        _fail(f"no {task} labels in {dataset}")
+    with output.open("w", encoding="utf-8") as handle:
+        for text, label in zip(rows["text"], rows["label"], strict=True):
+            record = {"text": text, "task": chosen.value, "label": label}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    typer.echo(f"wrote {len(rows)} {task} labels of {dataset} to {output}")
 
 
 @data_app.command("check")

@@ -14,7 +14,17 @@ CONFIG = PROJECT_ROOT / "configs" / "baseline.toml"
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["score"], ["train"], ["evaluate"], ["data"], ["data", "check"]]
+    "command",
+    [
+        [],
+        ["serve"],
+        ["score"],
+        ["train"],
+        ["evaluate"],
+        ["data"],
+        ["data", "check"],
+        ["data", "labels"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])

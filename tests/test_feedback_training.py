@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,9 +16,14 @@ from typer.testing import CliRunner
 from commentdesk.cli import app as cli
 from model.artifact import read_manifest, sha256_file
 from model.scorer import load_scorer
+from model.tasks import Task
+from training.catalog import load_catalog
+from training.evaluate import CROSS_VALIDATED, cross_validated_figures, evaluate_scorer
 from training.feedback import (
     FeedbackOptions,
     FeedbackRegression,
+    _Retraining,
+    cross_validate,
     held_out_mask,
     load_feedback,
     retrain_heads,
@@ -156,3 +163,86 @@ def test_train_command_checks_its_arguments(
     assert unknown.exit_code == 2 and "unknown key" in unknown.output
     baseline = runner.invoke(cli, ["train", "--feedback", str(path), *args])
     assert baseline.exit_code == 2 and "--extra-data" in baseline.output
+
+
+def test_cross_validation_holds_each_fold_out_and_evaluate_reports_it(
+    tiny_transformer_dir: Path,
+    tiny_encoder_dir: Path,
+    synthetic_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    labels_file = tmp_path / "brand-questions.jsonl"
+    exported = runner.invoke(
+        cli,
+        ["data", "labels", "brand_comments/dev", "--task", "question", "-o", str(labels_file),
+         "--data-dir", str(synthetic_data_dir)],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    rows = load_feedback(labels_file)
+    catalog = load_catalog(synthetic_data_dir)
+    dev = catalog.select(Task.QUESTION, "dev", ["brand_comments"])
+    assert sorted(rows["text"]) == sorted(dev["text"])
+
+    fits: list[tuple[set[str], set[str]]] = []
+    fit = _Retraining.fit
+
+    def spy(self: _Retraining, task: Task) -> Any:
+        mine = self.feedback["task"] == task.value
+        fits.append(
+            (set(self.feedback.loc[mine & ~self.held, "text"]), set(self.feedback.loc[mine & self.held, "text"]))
+        )  # fmt: skip
+        return fit(self, task)
+
+    monkeypatch.setattr(_Retraining, "fit", spy)
+    options = FeedbackOptions(replay_rows=50, max_drop=100.0)
+    report = cross_validate(
+        tiny_transformer_dir, rows, synthetic_data_dir, options, 3, tiny_encoder_dir
+    )
+    # Every fold is decided by heads that never saw it, and every row is held out exactly once.
+    assert len(fits) == 3
+    for trained, held in fits:
+        assert trained and held and not trained & held
+    assert set().union(*(held for _, held in fits)) == set(rows["text"])
+    assert set(report["question"]) == {"feedback", "brand_comments/dev"}
+    entry = report["question"]["brand_comments/dev"]
+    assert entry["rows"] == len(dev) and entry["folds"] == 3
+    assert sum(sum(row.values()) for row in entry["confusion"].values()) == len(dev)
+    assert 0 <= entry["after"] <= 100
+
+    output = tmp_path / "in-domain"
+    manifest = retrain_heads(
+        tiny_transformer_dir, rows, synthetic_data_dir, output, replace(options, held_out=0.0),
+        sha256_file(labels_file), tiny_encoder_dir, cross_validation=report, version="9.9.9",
+    )  # fmt: skip
+    assert manifest.version == "9.9.9"
+    figures = manifest.metrics[CROSS_VALIDATED]
+    assert figures["question/brand_comments/dev/after"] == entry["after"]
+
+    scorer = load_scorer(output, encoder_dir=tiny_encoder_dir)
+    results, predictions = evaluate_scorer(scorer, catalog, "tiny")
+    in_sample = next(r.value for r in results if r.task is Task.QUESTION)
+    replaced = cross_validated_figures(manifest, results, predictions)
+    assert replaced == [(Task.QUESTION, "brand_comments/dev", in_sample, entry["after"] / 100)]
+    reported = next(r for r in results if r.task is Task.QUESTION)
+    assert reported.value == entry["after"] / 100
+    frame = predictions[(Task.QUESTION, "brand_comments")]
+    counts = pd.crosstab(frame["gold"], frame["predicted"])
+    for gold, row in entry["confusion"].items():
+        for predicted, count in row.items():
+            assert counts.get(predicted, {}).get(gold, 0) == count
+    # The other tasks keep their measured figures.
+    assert all(r.value == s.value for r, s in zip(results, evaluate_scorer(scorer, catalog, "tiny")[0], strict=True) if r.task is not Task.QUESTION)  # fmt: skip
+
+
+def test_data_labels_refuses_unknown_tasks_and_empty_sets(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    args = ["-o", str(tmp_path / "x.jsonl"), "--data-dir", str(synthetic_data_dir)]
+    unknown = runner.invoke(cli, ["data", "labels", "brand_comments/dev", "--task", "nope", *args])
+    assert unknown.exit_code == 2 and "nope" in unknown.output
+    empty = runner.invoke(
+        cli, ["data", "labels", "brand_comments/test", "--task", "question", *args]
+    )
+    assert empty.exit_code == 2 and "no question labels in brand_comments/test" in empty.output
+    assert not (tmp_path / "x.jsonl").exists()

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from commentdesk.settings import BASELINE_MODEL_DIR, DEFAULT_MODEL_DIR
+from commentdesk.settings import BASELINE_MODEL_DIR, DEFAULT_MODEL_DIR, PUBLIC_MODEL_DIR
 from model.artifact import read_manifest
 from model.scorer import load_scorer
 from model.tasks import Task
 from training.catalog import Catalog, load_catalog, load_semeval_pool, overlap_table
-from training.evaluate import evaluate_references, evaluate_scorer
+from training.evaluate import cross_validated_figures, evaluate_references, evaluate_scorer
 
 pytestmark = pytest.mark.data
 
@@ -43,11 +43,20 @@ def test_official_split_sizes(catalog: Catalog) -> None:
 
 
 # Each committed model against the bars it was accepted on (issue 2 for the baseline; the
-# issue 3 bars the MiniLM model meets, scored by the int8 ONNX runtime that serves it).
+# issue 3 bars the MiniLM models meet, scored by the int8 ONNX runtime that serves them). The
+# served default's question head was fitted on brand_comments dev: its figure there is the
+# cross-validated one from its manifest, as `commentdesk evaluate` reports it.
 COMMITTED_BARS = {
     BASELINE_MODEL_DIR: {
         (Task.SENTIMENT, "tweeteval-sentiment/test"): 0.60,
         (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.74,
+        (Task.QUESTION, "brand_comments/dev"): 0.70,
+    },
+    PUBLIC_MODEL_DIR: {
+        (Task.SENTIMENT, "tweeteval-sentiment/test"): 0.68,
+        (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.79,
+        (Task.EMOTION, "tweeteval-emotion/test"): 0.72,
+        (Task.IRONY, "tweeteval-irony/test"): 0.60,
         (Task.QUESTION, "brand_comments/dev"): 0.70,
     },
     DEFAULT_MODEL_DIR: {
@@ -55,7 +64,7 @@ COMMITTED_BARS = {
         (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.79,
         (Task.EMOTION, "tweeteval-emotion/test"): 0.72,
         (Task.IRONY, "tweeteval-irony/test"): 0.60,
-        (Task.QUESTION, "brand_comments/dev"): 0.70,
+        (Task.QUESTION, "brand_comments/dev"): 0.78,
     },
 }
 
@@ -64,7 +73,9 @@ COMMITTED_BARS = {
 def test_committed_models_meet_their_bars(catalog: Catalog, model_dir: Path) -> None:
     read_manifest(model_dir)
     scorer = load_scorer(model_dir)
-    results, _ = evaluate_scorer(scorer, catalog, model_dir.name)
+    results, predictions = evaluate_scorer(scorer, catalog, model_dir.name)
+    cross_validated = cross_validated_figures(read_manifest(model_dir), results, predictions)
+    assert bool(cross_validated) == (model_dir == DEFAULT_MODEL_DIR)
     value = {(r.task, r.dataset): r.value for r in results}
     for split, bar in COMMITTED_BARS[model_dir].items():
         assert value[split] >= bar, (split, value[split])

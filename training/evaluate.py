@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from model.artifact import Manifest
 from model.scorer import Scorer
 from model.tasks import LABELS, Task
 from training.catalog import Catalog
@@ -31,6 +32,9 @@ EVALUATIONS: list[tuple[Task, str, str]] = [
     (Task.HATE, "davidson", "test"),
     (Task.SENTIMENT, "sst2", "test"),
 ]
+
+# A manifest's metrics section with out-of-fold figures of the sets its heads were fitted on.
+CROSS_VALIDATED = "cross_validated"
 
 # Published test scores (TweetEval leaderboard, as listed in the data README), in percent.
 PUBLISHED: dict[tuple[Task, str], str] = {
@@ -136,6 +140,46 @@ def evaluate_scorer(
             }
         )
     return results, predictions
+
+
+def cross_validated_figures(
+    manifest: Manifest,
+    results: list[Result],
+    predictions: dict[tuple[Task, str], pd.DataFrame],
+) -> list[tuple[Task, str, float, float]]:
+    """Replace in-sample figures by out-of-fold ones where the heads were fitted on the set.
+
+    A model whose heads were fitted on an evaluation set (``commentdesk train --feedback FILE
+    --folds K`` with that set as decisions) would score in-sample on it; its manifest holds the
+    cross-validated figure and confusion counts, which take the place of the measured ones (in
+    ``results`` and ``predictions``, changed in place). Returns (task, set, in-sample, out-of-fold).
+    """
+    figures = manifest.metrics.get(CROSS_VALIDATED, {})
+    replaced = []
+    for index, result in enumerate(results):
+        key = f"{result.task.value}/{result.dataset}"
+        if f"{key}/after" not in figures:
+            continue
+        cross_validated = figures[f"{key}/after"] / 100
+        replaced.append((result.task, result.dataset, result.value, cross_validated))
+        results[index] = replace(result, value=cross_validated)
+        labels = LABELS[result.task]
+        pairs = [
+            (gold, predicted)
+            for gold in labels
+            for predicted in labels
+            for _ in range(int(figures.get(f"{key}/confusion/{gold}/{predicted}", 0)))
+        ]
+        gold_labels, predicted_labels = zip(*pairs, strict=True) if pairs else ((), ())
+        predictions[(result.task, result.dataset.split("/")[0])] = pd.DataFrame(
+            {
+                "gold": gold_labels,
+                "predicted": predicted_labels,
+                "confidence": np.nan,  # out-of-fold confidences are not kept
+                "correct": np.equal(gold_labels, predicted_labels),
+            }
+        )
+    return replaced
 
 
 def calibration_table(predictions: dict[tuple[Task, str], pd.DataFrame]) -> pd.DataFrame:

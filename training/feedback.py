@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from model.scorer import decide_rows, softmax
 from model.tasks import LABELS, Task, is_binary
 from model.text import dedup_key
 from training.calibration import fit_temperature
+from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.metrics import best_threshold, official_metric
 from training.transformer import ADAPTERS_FILE, class_weights, pooled_vectors, task_plans
 
@@ -70,10 +71,16 @@ class FeedbackOptions:
     batch_size: int = 64
 
 
-def held_out_mask(texts: pd.Series, share: float) -> np.ndarray:
-    """A stable, seed-free split by text: duplicates of a comment always fall on the same side."""
+def text_buckets(texts: pd.Series) -> np.ndarray:
+    """A stable, seed-free number per text: duplicates of a comment always get the same one."""
     buckets = texts.map(lambda t: int(hashlib.sha256(dedup_key(t).encode()).hexdigest()[:8], 16))
-    result: np.ndarray = (buckets % 1000 < share * 1000).to_numpy()
+    result: np.ndarray = buckets.to_numpy(dtype=np.int64)
+    return result
+
+
+def held_out_mask(texts: pd.Series, share: float) -> np.ndarray:
+    """A stable split by text: duplicates of a comment always fall on the same side."""
+    result: np.ndarray = text_buckets(texts) % 1000 < share * 1000
     return result
 
 
@@ -117,19 +124,18 @@ class _Head:
     linear: nn.Linear
     spec: TaskSpec
 
-    def metric(self, task: Task, vectors: np.ndarray, gold: list[str], polarity: bool) -> float:
-        """The task's official metric in percent, computed as ``commentdesk evaluate`` does."""
-        from training.evaluate import polarity_only
-
+    def labels(self, task: Task, vectors: np.ndarray, polarity: bool = False) -> list[str]:
+        """Labels decided as the served model decides them (``polarity``: as on SST-2)."""
         with torch.no_grad():
             logits = self.linear(torch.as_tensor(vectors)).double().numpy()
         probabilities = softmax(logits, self.spec.temperature)
-        predicted = (
-            polarity_only(probabilities)
-            if polarity
-            else list(decide_rows(task, probabilities, self.spec.threshold))
-        )
-        return round(100 * official_metric(task, gold, predicted), 2)
+        if polarity:
+            return polarity_only(probabilities)
+        return list(decide_rows(task, probabilities, self.spec.threshold))
+
+    def metric(self, task: Task, vectors: np.ndarray, gold: list[str], polarity: bool) -> float:
+        """The task's official metric in percent, computed as ``commentdesk evaluate`` does."""
+        return round(100 * official_metric(task, gold, self.labels(task, vectors, polarity)), 2)
 
 
 class _Retraining:
@@ -172,6 +178,13 @@ class _Retraining:
             )
             self._vectors.update(zip(new, computed, strict=True))
         return np.stack([self._vectors[t] for t in texts])
+
+    def tasks(self) -> list[Task]:
+        """The tasks the fitted decisions name; each must have a head in the model."""
+        tasks = sorted({Task(t) for t in self.feedback.loc[~self.held, "task"]})
+        if missing := [task.value for task in tasks if task not in self.plans]:
+            raise ValueError(f"the model has no head for {missing}")
+        return tasks
 
     def old_head(self, task: Task) -> _Head:
         sequence = self.scorer.network.heads[task.value]
@@ -236,8 +249,6 @@ class _Retraining:
     def compare(self, task: Task, before: _Head, after: _Head) -> list[dict[str, Any]]:
         """Both heads on the task's evaluation sets (less any text that is also feedback) and
         on the held-out decisions."""
-        from training.evaluate import EVALUATIONS
-
         sets = []
         for eval_task, source, split in EVALUATIONS:
             if eval_task is task:
@@ -267,6 +278,90 @@ class _Retraining:
         return comparison
 
 
+def cross_validate(
+    base_dir: Path,
+    feedback: pd.DataFrame,
+    data_dir: Path,
+    options: FeedbackOptions,
+    folds: int,
+    encoder_dir: Path | None = None,
+) -> dict[str, Any]:
+    """What fitting the heads on all the decisions does to comments they never saw.
+
+    The decisions are split by text into ``folds`` parts; each part is held out in turn and
+    decided by heads fitted (as ``retrain_heads`` fits them) on the others. The out-of-fold
+    labels give the figure to report for the decisions, and for any evaluation set they cover
+    entirely (e.g. brand_comments dev given as decisions), where an in-sample figure would flatter.
+    """
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    run = _Retraining(base_dir, feedback, data_dir, replace(options, held_out=0.0), encoder_dir)
+    fold_of = text_buckets(feedback["text"]) % folds
+    tasks = run.tasks()
+    before: dict[Task, pd.Series] = {}
+    after: dict[Task, pd.Series] = {}
+    for task in tasks:
+        mine = feedback[feedback["task"] == task.value]
+        before[task] = pd.Series(
+            run.old_head(task).labels(task, run.vectors(list(mine["text"]))), index=mine.index
+        )
+        after[task] = pd.Series("", index=mine.index)
+    for fold in range(folds):
+        run.held = fold_of == fold
+        for task in tasks:
+            held = feedback[(feedback["task"] == task.value) & run.held]
+            if not held.empty:
+                head, _ = run.fit(task)
+                after[task][held.index] = head.labels(task, run.vectors(list(held["text"])))
+    report: dict[str, Any] = {}
+    for task in tasks:
+        mine = feedback[feedback["task"] == task.value]
+        sets = [("feedback", mine)]
+        for eval_task, source, split in EVALUATIONS:
+            rows = run.catalog.select(task, split, [source]) if eval_task is task else None
+            if rows is None or rows.empty:
+                continue
+            eval_keys, my_keys = rows["text"].map(dedup_key), mine["text"].map(dedup_key)
+            if eval_keys.isin(my_keys).all():
+                sets.append((f"{source}/{split}", mine[my_keys.isin(eval_keys)]))
+        report[task.value] = {
+            name: _out_of_fold(task, rows, before[task], after[task], folds) for name, rows in sets
+        }
+    return report
+
+
+def flat_cross_validation(report: dict[str, Any]) -> dict[str, float]:
+    """``task/set/{before,after,rows,folds}`` and ``task/set/confusion/gold/predicted`` numbers,
+    the form a manifest's metrics hold."""
+    flat = {}
+    for task, sets in report.items():
+        for name, entry in sets.items():
+            for key in ("rows", "folds", "before", "after"):
+                flat[f"{task}/{name}/{key}"] = float(entry[key])
+            for gold, row in entry["confusion"].items():
+                for predicted, count in row.items():
+                    flat[f"{task}/{name}/confusion/{gold}/{predicted}"] = float(count)
+    return flat
+
+
+def _out_of_fold(
+    task: Task, rows: pd.DataFrame, before: pd.Series, after: pd.Series, folds: int
+) -> dict[str, Any]:
+    gold, predicted = list(rows["label"]), list(after[rows.index])
+    confusion = {
+        g: {p: sum(1 for a, b in zip(gold, predicted, strict=True) if (a, b) == (g, p))
+            for p in LABELS[task]}
+        for g in LABELS[task]
+    }  # fmt: skip
+    return {
+        "rows": len(rows),
+        "folds": folds,
+        "before": round(100 * official_metric(task, gold, list(before[rows.index])), 2),
+        "after": round(100 * official_metric(task, gold, predicted), 2),
+        "confusion": confusion,
+    }
+
+
 def retrain_heads(
     base_dir: Path,
     feedback: pd.DataFrame,
@@ -275,6 +370,8 @@ def retrain_heads(
     options: FeedbackOptions,
     feedback_hash: str,
     encoder_dir: Path | None = None,
+    cross_validation: dict[str, Any] | None = None,
+    version: str | None = None,
 ) -> Manifest:
     """A new version of a transformer model whose heads learned from moderator decisions.
 
@@ -283,15 +380,15 @@ def retrain_heads(
     (weighted, pulled toward the old head), then calibrated as in training. Before and after
     are compared on the evaluation sets of those tasks and on the held-out decisions; a test
     split losing more than ``max_drop`` points refuses the model (nothing is written).
+    ``cross_validation`` (from ``cross_validate``) goes into the manifest's metrics, where
+    ``commentdesk evaluate`` reports it for the evaluation sets the decisions cover.
     """
     from safetensors.torch import load_file, save_file
 
     from training.onnx_export import export_onnx
 
     run = _Retraining(base_dir, feedback, data_dir, options, encoder_dir)
-    tasks = sorted({Task(t) for t in feedback.loc[~run.held, "task"]})
-    if missing := [task.value for task in tasks if task not in run.plans]:
-        raise ValueError(f"the model has no head for {missing}")
+    tasks = run.tasks()
     state = load_file(base_dir / ADAPTERS_FILE)
     specs = dict(run.manifest.tasks)
     report: dict[str, Any] = {"feedback_rows": len(feedback), "held_out_rows": int(run.held.sum())}
@@ -317,6 +414,8 @@ def retrain_heads(
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, output_dir / ADAPTERS_FILE)
     base = run.manifest
+    if cross_validation:
+        report["cross_validation"] = cross_validation
     metrics = {
         f"{task.value}/{row['set']}/{when}": float(row[when])
         for task in tasks
@@ -325,12 +424,20 @@ def retrain_heads(
     }
     updated = base.model_copy(
         update={
-            "version": f"{base.version}+feedback.{feedback_hash[:8]}",
+            "version": version or f"{base.version}+feedback.{feedback_hash[:8]}",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tasks": specs,
             "files": {ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
             "onnx": None,
-            "metrics": {**base.metrics, "feedback": metrics},
+            "metrics": {
+                **base.metrics,
+                "feedback": metrics,
+                **(
+                    {CROSS_VALIDATED: flat_cross_validation(cross_validation)}
+                    if cross_validation
+                    else {}
+                ),
+            },
             "training_data": {**base.training_data, FEEDBACK_SOURCE: feedback_hash},
             "config": {
                 **base.config,
