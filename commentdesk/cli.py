@@ -317,6 +317,8 @@ def train(
 
     if (config is None) == (feedback is None):
         _fail("give either --config (train from scratch) or --feedback (a new version)")
+    if feedback is None and (folds or version):
+        _fail("--folds and --version go with --feedback (a --config sets its own version)")
     try:
         if feedback is not None:
             _train_on_feedback(
@@ -357,14 +359,13 @@ def _train_on_feedback(
     folds: int,
     version: str | None,
 ) -> None:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from model.artifact import sha256_file
     from training.config import apply_overrides
     from training.feedback import (
         FeedbackOptions,
         FeedbackRegression,
-        cross_validate,
         load_feedback,
         retrain_heads,
     )
@@ -376,11 +377,6 @@ def _train_on_feedback(
     rows = load_feedback(path)
     if rows.empty:
         _fail(f"{path} holds no labelled rows")
-    validation = None
-    if folds:
-        validation = cross_validate(base, rows, _data_dir(data_dir), options, folds)
-        _print_cross_validation(validation)
-        options = replace(options, held_out=0.0)  # measured above: every decision is fitted
     try:
         manifest = retrain_heads(
             base,
@@ -389,7 +385,7 @@ def _train_on_feedback(
             target,
             options,
             sha256_file(path),
-            cross_validation=validation,
+            folds=folds,
             version=version,
         )
     except FeedbackRegression as exc:
@@ -399,31 +395,29 @@ def _train_on_feedback(
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
 
 
-def _print_cross_validation(report: dict[str, Any]) -> None:
-    typer.echo("out-of-fold: each fold decided by heads fitted on the other folds")
-    typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
-    for task, sets in report.items():
-        for name, entry in sets.items():
-            typer.echo(
-                f"{task:<10} {name:<32} {entry['rows']:>6} "
-                f"{entry['before']:>7.2f} {entry['after']:>7.2f}"
-            )
-
-
 def _print_comparison(report: dict[str, Any]) -> None:
-    rows = [
+    """Before / after per task and set: out-of-fold (with --folds), then the fitted heads'."""
+    folded = [
+        (task, {"set": name, **entry})
+        for task, sets in report.get("cross_validation", {}).items()
+        for name, entry in sets.items()
+    ]
+    compared = [
         (task, row)
         for task, entry in report.items()
         if isinstance(entry, dict) and "comparison" in entry
         for row in entry["comparison"]
     ]
-    if rows:
-        typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
-    for task, row in rows:
-        typer.echo(
-            f"{task:<10} {row['set']:<32} {row['rows']:>6} "
-            f"{row['before']:>7.2f} {row['after']:>7.2f}"
-        )
+    for title, rows in (("out-of-fold (each fold decided by heads fitted without it)", folded),
+                        ("the new heads", compared)):  # fmt: skip
+        if rows:
+            typer.echo(title)
+            typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")
+        for task, row in rows:
+            typer.echo(
+                f"{task:<10} {row['set']:<32} {row['rows']:>6} "
+                f"{row['before']:>7.2f} {row['after']:>7.2f}"
+            )
 
 
 @app.command("export-onnx")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from training.feedback import (
     FeedbackOptions,
     FeedbackRegression,
     _Retraining,
-    cross_validate,
     held_out_mask,
     load_feedback,
     retrain_heads,
@@ -152,6 +150,8 @@ def test_train_command_checks_its_arguments(
         cli, ["train", "--feedback", str(path), "--config", "configs/baseline.toml"]
     )
     assert both.exit_code == 2 and "either --config" in both.output
+    folds = runner.invoke(cli, ["train", "--config", "configs/baseline.toml", "--folds", "5"])
+    assert folds.exit_code == 2 and "--folds and --version go with --feedback" in folds.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "task": "question", "label": "maybe"}\n', encoding="utf-8")
     args = ["--model-dir", str(tiny_model_dir), "--data-dir", str(synthetic_data_dir)]
@@ -195,29 +195,32 @@ def test_cross_validation_holds_each_fold_out_and_evaluate_reports_it(
         return fit(self, task)
 
     monkeypatch.setattr(_Retraining, "fit", spy)
+    output = tmp_path / "in-domain"
     options = FeedbackOptions(replay_rows=50, max_drop=100.0)
-    report = cross_validate(
-        tiny_transformer_dir, rows, synthetic_data_dir, options, 3, tiny_encoder_dir
-    )
-    # Every fold is decided by heads that never saw it, and every row is held out exactly once.
-    assert len(fits) == 3
-    for trained, held in fits:
+    manifest = retrain_heads(
+        tiny_transformer_dir, rows, synthetic_data_dir, output, options,
+        sha256_file(labels_file), tiny_encoder_dir, folds=3, version="9.9.9",
+    )  # fmt: skip
+    # Every fold is decided by heads that never saw it, every row is held out exactly once,
+    # then the served heads are fitted on every row.
+    assert len(fits) == 4
+    for trained, held in fits[:3]:
         assert trained and held and not trained & held
-    assert set().union(*(held for _, held in fits)) == set(rows["text"])
+    assert set().union(*(held for _, held in fits[:3])) == set(rows["text"])
+    assert fits[3] == (set(rows["text"]), set())
+    report = json.loads((output / "feedback-report.json").read_text())["cross_validation"]
     assert set(report["question"]) == {"feedback", "brand_comments/dev"}
     entry = report["question"]["brand_comments/dev"]
     assert entry["rows"] == len(dev) and entry["folds"] == 3
     assert sum(sum(row.values()) for row in entry["confusion"].values()) == len(dev)
     assert 0 <= entry["after"] <= 100
-
-    output = tmp_path / "in-domain"
-    manifest = retrain_heads(
-        tiny_transformer_dir, rows, synthetic_data_dir, output, replace(options, held_out=0.0),
-        sha256_file(labels_file), tiny_encoder_dir, cross_validation=report, version="9.9.9",
-    )  # fmt: skip
     assert manifest.version == "9.9.9"
-    figures = manifest.metrics[CROSS_VALIDATED]
-    assert figures["question/brand_comments/dev/after"] == entry["after"]
+    assert manifest.metrics[CROSS_VALIDATED]["question/brand_comments/dev/after"] == entry["after"]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        retrain_heads(
+            tiny_transformer_dir, rows, synthetic_data_dir, tmp_path / "x", options, "0" * 64,
+            tiny_encoder_dir, folds=1,
+        )  # fmt: skip
 
     scorer = load_scorer(output, encoder_dir=tiny_encoder_dir)
     results, predictions = evaluate_scorer(scorer, catalog, "tiny")

@@ -278,24 +278,15 @@ class _Retraining:
         return comparison
 
 
-def cross_validate(
-    base_dir: Path,
-    feedback: pd.DataFrame,
-    data_dir: Path,
-    options: FeedbackOptions,
-    folds: int,
-    encoder_dir: Path | None = None,
-) -> dict[str, Any]:
+def _cross_validate(run: _Retraining, folds: int) -> dict[str, Any]:
     """What fitting the heads on all the decisions does to comments they never saw.
 
     The decisions are split by text into ``folds`` parts; each part is held out in turn and
-    decided by heads fitted (as ``retrain_heads`` fits them) on the others. The out-of-fold
-    labels give the figure to report for the decisions, and for any evaluation set they cover
-    entirely (e.g. brand_comments dev given as decisions), where an in-sample figure would flatter.
+    decided by heads fitted (as the final heads are) on the others. The out-of-fold labels give
+    the figure to report for the decisions, and for any evaluation set they cover entirely (e.g.
+    brand_comments dev given as decisions), where an in-sample figure would flatter.
     """
-    if folds < 2:
-        raise ValueError("cross-validation needs at least 2 folds")
-    run = _Retraining(base_dir, feedback, data_dir, replace(options, held_out=0.0), encoder_dir)
+    feedback = run.feedback
     fold_of = text_buckets(feedback["text"]) % folds
     tasks = run.tasks()
     before: dict[Task, pd.Series] = {}
@@ -313,6 +304,9 @@ def cross_validate(
             if not held.empty:
                 head, _ = run.fit(task)
                 after[task][held.index] = head.labels(task, run.vectors(list(held["text"])))
+    # The final heads see every decision and the same replayed rows as without cross-validation.
+    run.held = np.zeros(len(feedback), dtype=bool)
+    run.rng = np.random.default_rng(run.options.seed)
     report: dict[str, Any] = {}
     for task in tasks:
         mine = feedback[feedback["task"] == task.value]
@@ -370,7 +364,7 @@ def retrain_heads(
     options: FeedbackOptions,
     feedback_hash: str,
     encoder_dir: Path | None = None,
-    cross_validation: dict[str, Any] | None = None,
+    folds: int = 0,
     version: str | None = None,
 ) -> Manifest:
     """A new version of a transformer model whose heads learned from moderator decisions.
@@ -380,18 +374,26 @@ def retrain_heads(
     (weighted, pulled toward the old head), then calibrated as in training. Before and after
     are compared on the evaluation sets of those tasks and on the held-out decisions; a test
     split losing more than ``max_drop`` points refuses the model (nothing is written).
-    ``cross_validation`` (from ``cross_validate``) goes into the manifest's metrics, where
-    ``commentdesk evaluate`` reports it for the evaluation sets the decisions cover.
+    With ``folds`` >= 2 the decisions are first cross-validated, then all of them are fitted
+    (no held-out share); the out-of-fold figures go into the report and the manifest's metrics,
+    where ``commentdesk evaluate`` reports them for the evaluation sets the decisions cover.
     """
     from safetensors.torch import load_file, save_file
 
     from training.onnx_export import export_onnx
 
+    if folds == 1 or folds < 0:
+        raise ValueError("cross-validation needs at least 2 folds")
+    if folds:
+        options = replace(options, held_out=0.0)
     run = _Retraining(base_dir, feedback, data_dir, options, encoder_dir)
     tasks = run.tasks()
+    cross_validation = _cross_validate(run, folds) if folds else None
     state = load_file(base_dir / ADAPTERS_FILE)
     specs = dict(run.manifest.tasks)
     report: dict[str, Any] = {"feedback_rows": len(feedback), "held_out_rows": int(run.held.sum())}
+    if cross_validation:
+        report["cross_validation"] = cross_validation
     for task in tasks:
         new, details = run.fit(task)
         comparison = run.compare(task, run.old_head(task), new)
@@ -414,8 +416,6 @@ def retrain_heads(
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, output_dir / ADAPTERS_FILE)
     base = run.manifest
-    if cross_validation:
-        report["cross_validation"] = cross_validation
     metrics = {
         f"{task.value}/{row['set']}/{when}": float(row[when])
         for task in tasks
