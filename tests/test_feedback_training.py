@@ -216,6 +216,18 @@ def test_cross_validation_holds_each_fold_out_and_evaluate_reports_it(
     assert 0 <= entry["after"] <= 100
     assert manifest.version == "9.9.9"
     assert manifest.metrics[CROSS_VALIDATED]["question/brand_comments/dev/after"] == entry["after"]
+    # A later refit keeps the out-of-fold figures of the heads it leaves alone, and only those.
+    sentiment = rows.assign(task="sentiment", label="negative").head(20)
+    kept = retrain_heads(
+        output, sentiment, synthetic_data_dir, tmp_path / "sentiment", options, "1" * 64,
+        tiny_encoder_dir,
+    )  # fmt: skip
+    assert kept.metrics[CROSS_VALIDATED] == manifest.metrics[CROSS_VALIDATED]
+    refitted = retrain_heads(
+        output, rows, synthetic_data_dir, tmp_path / "question", options, "2" * 64,
+        tiny_encoder_dir,
+    )  # fmt: skip
+    assert refitted.metrics[CROSS_VALIDATED] == {}
     with pytest.raises(ValueError, match="at least 2 folds"):
         retrain_heads(
             tiny_transformer_dir, rows, synthetic_data_dir, tmp_path / "x", options, "0" * 64,

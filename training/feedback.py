@@ -338,6 +338,16 @@ def flat_cross_validation(report: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def _still_valid(metrics: dict[str, dict[str, float]], refitted: list[Task]) -> dict[str, float]:
+    """The base model's out-of-fold figures of the heads this run leaves as they were."""
+    names = {task.value for task in refitted}
+    return {
+        key: value
+        for key, value in metrics.get(CROSS_VALIDATED, {}).items()
+        if key.split("/")[0] not in names
+    }
+
+
 def _out_of_fold(
     task: Task, rows: pd.DataFrame, before: pd.Series, after: pd.Series, folds: int
 ) -> dict[str, Any]:
@@ -432,11 +442,8 @@ def retrain_heads(
             "metrics": {
                 **base.metrics,
                 "feedback": metrics,
-                **(
-                    {CROSS_VALIDATED: flat_cross_validation(cross_validation)}
-                    if cross_validation
-                    else {}
-                ),
+                CROSS_VALIDATED: _still_valid(base.metrics, tasks)
+                | flat_cross_validation(cross_validation or {}),
             },
             "training_data": {**base.training_data, FEEDBACK_SOURCE: feedback_hash},
             "config": {
