@@ -261,3 +261,34 @@ def test_data_labels_refuses_unknown_tasks_and_empty_sets(
     )
     assert empty.exit_code == 2 and "no question labels in brand_comments/test" in empty.output
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_decisions_on_training_texts_are_not_replayed_as_regular_rows(
+    tiny_transformer_dir: Path,
+    tiny_encoder_dir: Path,
+    synthetic_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train = load_catalog(synthetic_data_dir).select(
+        Task.OFFENSIVE, "train", ["tweeteval-offensive"]
+    )
+    decided = train.head(12).assign(label="offensive")[["text", "task", "label"]]
+    fitted_on: list[list[str]] = []
+    vectors = _Retraining.vectors
+
+    def spy(self: _Retraining, texts: Any) -> Any:
+        fitted_on.append(list(texts))
+        return vectors(self, texts)
+
+    monkeypatch.setattr(_Retraining, "vectors", spy)
+    options = FeedbackOptions(replay_rows=100_000, max_drop=100.0, max_val_drop=100.0)
+    retrain_heads(
+        tiny_transformer_dir, decided, synthetic_data_dir, tmp_path / "out", options, "3" * 64,
+        tiny_encoder_dir, folds=3,
+    )  # fmt: skip
+    fits = [texts for texts in fitted_on if len(texts) > len(decided)]  # regular rows + decisions
+    assert fits
+    for texts in fits:
+        for text in decided["text"]:
+            assert texts.count(text) <= 1  # only as a decision, never again as a replayed row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -161,7 +162,7 @@ class _Retraining:
         self.scorer = TransformerScorer(base_dir, self.manifest, encoder_dir)
         self.plans = {plan.task: plan for plan in task_plans(self.manifest.config)}
         self.catalog = load_catalog(data_dir)
-        self.feedback = feedback
+        self.feedback = feedback.reset_index(drop=True)  # folds and labels go by position
         self.held = held_out_mask(feedback["text"], options.held_out)
         self.feedback_keys = set(feedback["text"].map(dedup_key))
         self.options = options
@@ -201,6 +202,9 @@ class _Retraining:
         """
         plan, names, old = self.plans[task], list(LABELS[task]), self.old_head(task)
         regular = self.catalog.select(task, "train", plan.train_sources)
+        # A decision on a training text must not come back as a replayed row (its held-out fold
+        # would be decided by heads that saw it).
+        regular = regular[~regular["text"].map(dedup_key).isin(self.feedback_keys)]
         regular = regular.iloc[self.rng.permutation(len(regular))[: self.options.replay_rows]]
         mine = self.feedback[(self.feedback["task"] == task.value) & ~self.held]
         labels = np.array([names.index(x) for x in [*regular["label"], *mine["label"]]])
@@ -278,7 +282,7 @@ class _Retraining:
         return comparison
 
 
-def _cross_validate(run: _Retraining, folds: int) -> dict[str, Any]:
+def _cross_validate(run: _Retraining, tasks: list[Task], folds: int) -> dict[str, Any]:
     """What fitting the heads on all the decisions does to comments they never saw.
 
     The decisions are split by text into ``folds`` parts; each part is held out in turn and
@@ -288,7 +292,15 @@ def _cross_validate(run: _Retraining, folds: int) -> dict[str, Any]:
     """
     feedback = run.feedback
     fold_of = text_buckets(feedback["text"]) % folds
-    tasks = run.tasks()
+    for task in tasks:
+        if any(
+            key.startswith(f"{task.value}/")
+            for key in run.manifest.metrics.get(CROSS_VALIDATED, {})
+        ):
+            logger.warning(
+                "the %s head of the base model was already fitted on decisions: if these are the "
+                "same, each fold leaks through the pull toward that head", task.value
+            )  # fmt: skip
     before: dict[Task, pd.Series] = {}
     after: dict[Task, pd.Series] = {}
     for task in tasks:
@@ -316,8 +328,14 @@ def _cross_validate(run: _Retraining, folds: int) -> dict[str, Any]:
             if rows is None or rows.empty:
                 continue
             eval_keys, my_keys = rows["text"].map(dedup_key), mine["text"].map(dedup_key)
-            if eval_keys.isin(my_keys).all():
+            covered = eval_keys.isin(my_keys)
+            if covered.all():
                 sets.append((f"{source}/{split}", mine[my_keys.isin(eval_keys)]))
+            elif covered.any():
+                logger.warning(
+                    "the decisions cover %d of the %d rows of %s/%s: its figures will mix fitted "
+                    "and unseen rows", covered.sum(), len(rows), source, split
+                )  # fmt: skip
         report[task.value] = {
             name: _out_of_fold(task, rows, before[task], after[task], folds) for name, rows in sets
         }
@@ -352,11 +370,8 @@ def _out_of_fold(
     task: Task, rows: pd.DataFrame, before: pd.Series, after: pd.Series, folds: int
 ) -> dict[str, Any]:
     gold, predicted = list(rows["label"]), list(after[rows.index])
-    confusion = {
-        g: {p: sum(1 for a, b in zip(gold, predicted, strict=True) if (a, b) == (g, p))
-            for p in LABELS[task]}
-        for g in LABELS[task]
-    }  # fmt: skip
+    counts = Counter(zip(gold, predicted, strict=True))
+    confusion = {g: {p: counts[(g, p)] for p in LABELS[task]} for g in LABELS[task]}
     return {
         "rows": len(rows),
         "folds": folds,
@@ -398,7 +413,7 @@ def retrain_heads(
         options = replace(options, held_out=0.0)
     run = _Retraining(base_dir, feedback, data_dir, options, encoder_dir)
     tasks = run.tasks()
-    cross_validation = _cross_validate(run, folds) if folds else None
+    cross_validation = _cross_validate(run, tasks, folds) if folds else None
     state = load_file(base_dir / ADAPTERS_FILE)
     specs = dict(run.manifest.tasks)
     report: dict[str, Any] = {"feedback_rows": len(feedback), "held_out_rows": int(run.held.sum())}

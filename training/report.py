@@ -137,23 +137,27 @@ def _refitted_tasks(manifest: Manifest) -> set[str]:
     }
 
 
-def _question_sentence(cross_validated: Sequence[tuple[Task, str, float, float]]) -> str:
+def _question_sentence(
+    cross_validated: Sequence[tuple[Task, str, float, float]], refitted: bool
+) -> str:
+    weak = (
+        "The question task has no public benchmark: its head learns from weak labels (spaCy "
+        "rules over the unlabelled brand comments)"
+    )
     if not cross_validated:
-        return (
-            "The question task has no public benchmark: its head learns from weak labels (spaCy "
-            "rules over the unlabelled brand comments) and never sees brand_comments dev."
-        )
+        if refitted:
+            return f"{weak} and, in this version, from moderator decisions too (see the manifest)."
+        return f"{weak} and never sees brand_comments dev."
     rows = "; ".join(
         f"{task.value} on `{dataset}`: {100 * out:.1f} cross-validated, {100 * inside:.1f} in-sample"
         for task, dataset, inside, out in cross_validated
     )
     return (
-        "The question task has no public benchmark: its head learns from weak labels (spaCy "
-        "rules over the unlabelled brand comments) and, in this version, from the labels of "
-        "brand_comments dev too, as the data README allows for this head. For a set the heads "
-        "were fitted on, the figure and confusion matrix below are out-of-fold: each fold of "
-        "the set decided by heads fitted without it (`commentdesk train --feedback FILE "
-        f"--folds K`), never the in-sample figure ({rows})."
+        f"{weak} and, in this version, from the labels of brand_comments dev too, as the data "
+        "README allows for this head. For a set the heads were fitted on, the figure and "
+        "confusion matrix below are out-of-fold: each fold of the set decided by heads fitted "
+        "without it (`commentdesk train --feedback FILE --folds K`, computed with the PyTorch "
+        f"runtime of the same weights), never the in-sample figure ({rows})."
     )
 
 
@@ -172,6 +176,7 @@ def build_model_card(
         f"`{type(scorer).__name__}` runtime (the one that serves it)"
     ]
     manifest = getattr(scorer, "manifest", None)
+    refitted = None
     if isinstance(manifest, Manifest):
         details.append(f"- kind: `{manifest.kind}`, created {manifest.created}")
         if manifest.base_encoder is not None:
@@ -221,7 +226,7 @@ data directory, with the same evaluation code for every system.
 The TweetEval rows are the official test splits; `brand_comments/dev` is the in-domain check
 (customer comments to brands); `davidson/test` is our fixed seeded split; `sst2/test` compares
 the negative and positive probabilities only (no neutral class there). VADER and
-alt-profanity-check are run by the same code on the same rows. {_question_sentence(cross_validated)}
+alt-profanity-check are run by the same code on the same rows. {_question_sentence(cross_validated, bool(refitted))}
 alt-profanity-check was trained on data that includes Davidson et al.'s tweets, so its
 `davidson/test` figure is not a fair comparison.
 
