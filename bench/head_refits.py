@@ -1,7 +1,7 @@
 """Two heads fitted again on the trained encoder's vectors, both recorded as not adopted.
 
 1. Hate (last-layer re-training): the hate head of the model fitted again on the whole HatEval
-   training split (`training.feedback._fit_head`, class weights, pulled toward the old head by
+   training split (`training.feedback.fit_head`, class weights, pulled toward the old head by
    each prior), then temperature and threshold fitted on validation as in training; macro-F1 on
    validation and test.
 2. Brand sentiment: a per-class bias on the calibrated sentiment logits chosen on
@@ -35,7 +35,7 @@ from model.scorer import TransformerScorer, softmax
 from model.tasks import LABELS, Task
 from training.calibration import fit_temperature
 from training.catalog import Catalog, load_catalog
-from training.feedback import _fit_head
+from training.feedback import fit_head
 from training.metrics import best_threshold
 from training.transformer import class_weights, pooled_vectors
 
@@ -68,7 +68,7 @@ def hate_refits(scorer: TransformerScorer, catalog: Catalog) -> None:
     print("| trained jointly | {:.2f} | {:.2f} |".format(*scores(head)))
     weights = class_weights(y["train"], 2)
     for prior in PRIORS:
-        refit = _fit_head(head, x["train"], y["train"], np.ones(len(y["train"])), weights, prior)
+        refit = fit_head(head, x["train"], y["train"], np.ones(len(y["train"])), weights, prior)
         print(f"| refit, prior {prior:g} | " + "{:.2f} | {:.2f} |".format(*scores(refit)))
 
 

@@ -85,7 +85,7 @@ def held_out_mask(texts: pd.Series, share: float) -> np.ndarray:
     return result
 
 
-def _fit_head(
+def fit_head(
     head: nn.Linear,
     vectors: np.ndarray,
     labels: np.ndarray,
@@ -218,7 +218,7 @@ class _Retraining:
             details["val_before"] = old.metric(task, validation[1], list(val["label"]), False)
         weight = self.options.feedback_weight
         for _ in range(self.options.weight_halvings + 1):
-            linear = _fit_head(
+            linear = fit_head(
                 old.linear,
                 vectors,
                 labels,
