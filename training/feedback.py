@@ -22,6 +22,7 @@ from model.scorer import decide_rows, softmax
 from model.tasks import LABELS, Task, is_binary
 from model.text import dedup_key
 from training.calibration import fit_temperature
+from training.catalog import Catalog
 from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.metrics import best_threshold, official_metric
 from training.transformer import ADAPTERS_FILE, class_weights, pooled_vectors, task_plans
@@ -70,6 +71,10 @@ class FeedbackOptions:
     weight_halvings: int = 3
     seed: int = 0
     batch_size: int = 64
+    # > 0: adapt the encoder itself to the decisions for this many steps, the other heads
+    # distilled (training/adaptation.py; one task at a time); 0: fit the heads only.
+    encoder_steps: int = 0
+    encoder_lr: float = 3e-4
 
 
 def text_buckets(texts: pd.Series) -> np.ndarray:
@@ -319,27 +324,40 @@ def _cross_validate(run: _Retraining, tasks: list[Task], folds: int) -> dict[str
     # The final heads see every decision and the same replayed rows as without cross-validation.
     run.held = np.zeros(len(feedback), dtype=bool)
     run.rng = np.random.default_rng(run.options.seed)
-    report: dict[str, Any] = {}
-    for task in tasks:
-        mine = feedback[feedback["task"] == task.value]
-        sets = [("feedback", mine)]
-        for eval_task, source, split in EVALUATIONS:
-            rows = run.catalog.select(task, split, [source]) if eval_task is task else None
-            if rows is None or rows.empty:
-                continue
-            eval_keys, my_keys = rows["text"].map(dedup_key), mine["text"].map(dedup_key)
-            covered = eval_keys.isin(my_keys)
-            if covered.all():
-                sets.append((f"{source}/{split}", mine[my_keys.isin(eval_keys)]))
-            elif covered.any():
-                logger.warning(
-                    "the decisions cover %d of the %d rows of %s/%s: its figures will mix fitted "
-                    "and unseen rows", covered.sum(), len(rows), source, split
-                )  # fmt: skip
-        report[task.value] = {
-            name: _out_of_fold(task, rows, before[task], after[task], folds) for name, rows in sets
-        }
-    return report
+    return {
+        task.value: cross_validation_report(
+            run.catalog, task, feedback[feedback["task"] == task.value], before[task], after[task],
+            folds,
+        )
+        for task in tasks
+    }  # fmt: skip
+
+
+def cross_validation_report(
+    catalog: Catalog,
+    task: Task,
+    decisions: pd.DataFrame,
+    before: pd.Series,
+    after: pd.Series,
+    folds: int,
+) -> dict[str, Any]:
+    """Out-of-fold figures for the decisions, and for every evaluation set they cover entirely
+    (e.g. brand_comments dev given as decisions), where an in-sample figure would flatter."""
+    sets = [("feedback", decisions)]
+    for eval_task, source, split in EVALUATIONS:
+        rows = catalog.select(task, split, [source]) if eval_task is task else None
+        if rows is None or rows.empty:
+            continue
+        eval_keys, my_keys = rows["text"].map(dedup_key), decisions["text"].map(dedup_key)
+        covered = eval_keys.isin(my_keys)
+        if covered.all():
+            sets.append((f"{source}/{split}", decisions[my_keys.isin(eval_keys)]))
+        elif covered.any():
+            logger.warning(
+                "the decisions cover %d of the %d rows of %s/%s: its figures will mix fitted "
+                "and unseen rows", covered.sum(), len(rows), source, split
+            )  # fmt: skip
+    return {name: _out_of_fold(task, rows, before, after, folds) for name, rows in sets}
 
 
 def flat_cross_validation(report: dict[str, Any]) -> dict[str, float]:
@@ -402,11 +420,19 @@ def retrain_heads(
     With ``folds`` >= 2 the decisions are first cross-validated, then all of them are fitted
     (no held-out share); the out-of-fold figures go into the report and the manifest's metrics,
     where ``commentdesk evaluate`` reports them for the evaluation sets the decisions cover.
+    With ``options.encoder_steps`` the encoder adapts too (``training.adaptation``).
     """
     from safetensors.torch import load_file, save_file
 
     from training.onnx_export import export_onnx
 
+    if options.encoder_steps > 0:
+        from training.adaptation import retrain_encoder
+
+        return retrain_encoder(
+            base_dir, feedback, data_dir, output_dir, options, feedback_hash, encoder_dir, folds,
+            version,
+        )  # fmt: skip
     if folds == 1 or folds < 0:
         raise ValueError("cross-validation needs at least 2 folds")
     if folds:

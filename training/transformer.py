@@ -112,7 +112,7 @@ def task_plans(config: dict[str, Any]) -> list[TaskPlan]:
     return plans
 
 
-def _task_data(catalog: Catalog, plans: list[TaskPlan]) -> list[TaskData]:
+def task_data(catalog: Catalog, plans: list[TaskPlan]) -> list[TaskData]:
     data = []
     for plan in plans:
         names = list(LABELS[plan.task])
@@ -173,7 +173,7 @@ def predict_logits(
     return logits
 
 
-def _evaluate(
+def validation_scores(
     network: MultiTaskNetwork, tokenizer: Any, data: list[TaskData], optim: OptimConfig
 ) -> dict[Task, float]:
     scores = {}
@@ -213,7 +213,7 @@ def train_transformer(
     optim = _dataclass_from(OptimConfig, config.get("optim", {}), "optim")
     plans = task_plans(config)
     catalog = load_catalog(data_dir)
-    data = _task_data(catalog, plans)
+    data = task_data(catalog, plans)
     expected_sha = config.get("base_encoder_sha256")
     encoder_dir = verified_encoder_dir(
         encoder_dir, **({"expected_sha256": expected_sha} if expected_sha else {})
@@ -281,7 +281,7 @@ def train_transformer(
         progress.update(1)
         progress.set_postfix(loss=f"{running:.3f}", task=item.plan.task.value)
         if state["step"] % optim.eval_every == 0 or state["step"] == optim.max_steps:
-            scores = _evaluate(network, tokenizer, data, optim)
+            scores = validation_scores(network, tokenizer, data, optim)
             mean = float(np.mean(list(scores.values()))) if scores else 0.0
             state["history"].append(
                 {"step": state["step"], "mean": mean, **{t.value: s for t, s in scores.items()}}
@@ -309,7 +309,7 @@ def train_transformer(
 
         network.load_trainable_state(load_file(best_path))
     network.eval()
-    specs, calibration = _calibrate(network, tokenizer, data, optim)
+    specs, calibration = calibrate_heads(network, tokenizer, data, optim)
     _write_artifact(
         config,
         network,
@@ -326,7 +326,7 @@ def train_transformer(
     return read_manifest(output_dir)
 
 
-def _calibrate(
+def calibrate_heads(
     network: MultiTaskNetwork, tokenizer: Any, data: list[TaskData], optim: OptimConfig
 ) -> tuple[dict[Task, TaskSpec], dict[str, dict[str, float]]]:
     """Per task: a temperature on validation logits, then the binary threshold on calibrated

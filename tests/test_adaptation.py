@@ -1,0 +1,121 @@
+"""Encoder adaptation to one task's decisions (`train --feedback --set feedback.encoder_steps=N`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from commentdesk.cli import app as cli
+from model.artifact import read_manifest, sha256_file
+from model.scorer import TransformerScorer
+from model.tasks import LABELS, Task
+from training.adaptation import AdaptationOptions, adapt_encoder, teacher_logits
+from training.evaluate import CROSS_VALIDATED
+from training.feedback import FeedbackOptions, load_feedback, retrain_heads
+
+runner = CliRunner()
+
+
+def _question_rows(count: int) -> tuple[list[str], np.ndarray]:
+    texts = [
+        f"can you check my order {i}?" if i % 2 == 0 else f"lovely service today {i}"
+        for i in range(count)
+    ]
+    return texts, np.array([1 - i % 2 for i in range(count)])
+
+
+def _drift(scorer: TransformerScorer, texts: list[str], targets: dict[Task, torch.Tensor]) -> float:
+    """Mean absolute change of the other heads' logits on the replayed texts."""
+    now = teacher_logits(scorer.network, scorer.tokenizer, texts, list(targets))
+    return float(np.mean([(now[t] - targets[t]).abs().mean().item() for t in targets]))
+
+
+def test_distillation_keeps_the_other_heads_while_the_task_learns(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path
+) -> None:
+    manifest = read_manifest(tiny_transformer_dir)
+    others = [t for t in manifest.tasks if t is not Task.QUESTION]
+    replay = [f"some other comment number {i} about the weather" for i in range(64)]
+    decisions, anchors = _question_rows(32), _question_rows(16)
+    drift, weights = {}, {}
+    for distill in (0.0, 5.0):
+        scorer = TransformerScorer(tiny_transformer_dir, manifest, tiny_encoder_dir)
+        targets = teacher_logits(scorer.network, scorer.tokenizer, replay, others)
+        heads = {t: scorer.network.heads[t.value][1].weight.detach().clone() for t in others}
+        options = AdaptationOptions(steps=30, lr=5e-3, head_lr=5e-3, batch_size=8,
+                                    distill_weight=distill, warmup_steps=2)  # fmt: skip
+        history = adapt_encoder(
+            scorer.network, scorer.tokenizer, Task.QUESTION, decisions, anchors,
+            (replay, targets), options,
+        )  # fmt: skip
+        assert len(history) == 1 and np.isfinite(history[0])
+        drift[distill] = _drift(scorer, replay, targets)
+        weights[distill] = all(
+            torch.equal(heads[t], scorer.network.heads[t.value][1].weight) for t in others
+        )
+        assert all(p.requires_grad for p in scorer.network.heads.parameters())  # restored
+    # Only the adapted task's head and the adapters train; distillation holds the rest in place.
+    assert weights[0.0] and weights[5.0]
+    assert drift[0.0] > 0
+    assert drift[5.0] < 0.5 * drift[0.0]
+
+
+def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    labels_file = tmp_path / "brand-questions.jsonl"
+    exported = runner.invoke(
+        cli,
+        ["data", "labels", "brand_comments/dev", "--task", "question", "-o", str(labels_file),
+         "--data-dir", str(synthetic_data_dir)],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    output = tmp_path / "adapted"
+    options = FeedbackOptions(encoder_steps=4, replay_rows=40, max_drop=100.0)
+    retrain_heads(
+        tiny_transformer_dir, load_feedback(labels_file), synthetic_data_dir, output, options,
+        sha256_file(labels_file), tiny_encoder_dir, folds=2, version="9.9.9",
+    )  # fmt: skip
+    manifest = read_manifest(output)
+    assert manifest.version == "9.9.9" and manifest.onnx is not None
+    assert manifest.training_data["feedback"] == sha256_file(labels_file)
+    assert manifest.config["feedback"]["encoder_steps"] == 4
+    before = load_file(tiny_transformer_dir / "adapters.safetensors")
+    after = load_file(output / "adapters.safetensors")
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert any(".lora_" in name for name in moved)  # the encoder adapted
+    assert "heads.question.1.weight" in moved
+    assert not any(name.startswith("heads.sentiment") for name in moved)
+    report = json.loads((output / "feedback-report.json").read_text())
+    folded = report["cross_validation"]["question"]["brand_comments/dev"]
+    assert folded["folds"] == 2
+    assert manifest.metrics[CROSS_VALIDATED]["question/brand_comments/dev/after"] == folded["after"]
+    # Every task reads the new encoder, so every task is compared before and after; the
+    # question's own dev set is measured out of fold only.
+    assert report["sentiment"]["comparison"] and not report["sentiment"]["adapted"]
+    assert "brand_comments/dev" not in {row["set"] for row in report["question"]["comparison"]}
+    # The written model loads and scores.
+    scorer = TransformerScorer(output, manifest, tiny_encoder_dir)
+    scores = scorer.score(["where is my parcel?"])
+    assert set(scores.probabilities) == set(manifest.tasks)
+
+
+def test_adaptation_learns_one_task_at_a_time(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"text": "where is it?", "task": "question", "label": LABELS[Task.QUESTION][1]},
+            {"text": "awful", "task": "sentiment", "label": "negative"}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match="one task at a time"):
+        retrain_heads(
+            tiny_transformer_dir, load_feedback(path), synthetic_data_dir, tmp_path / "out",
+            FeedbackOptions(encoder_steps=2), "0" * 64, tiny_encoder_dir,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()

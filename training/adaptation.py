@@ -1,0 +1,363 @@
+"""In-domain adaptation of the encoder for one task, without moving the others.
+
+Fitting a head on frozen vectors gains little for a task whose signal the encoder does not
+separate (docs/experiments.md: the question head on brand comments). This continues training
+the LoRA adapters and the task's head on the decisions (plus anchoring rows of the task's own
+training data), while the other heads' outputs on replayed texts are distilled from the network
+as it was, so one encoder pass still serves every task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from model.artifact import Manifest, TaskSpec, read_manifest, sha256_file, write_manifest
+from model.scorer import decide_rows, softmax
+from model.tasks import LABELS, Task
+from model.text import dedup_key
+from model.transformer import MultiTaskNetwork, encode
+from training.catalog import Catalog
+from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
+from training.feedback import (
+    FEEDBACK_SOURCE,
+    FeedbackOptions,
+    FeedbackRegression,
+    cross_validation_report,
+    flat_cross_validation,
+    held_out_mask,
+    text_buckets,
+)
+from training.metrics import official_metric
+from training.transformer import (
+    ADAPTERS_FILE,
+    OptimConfig,
+    calibrate_heads,
+    class_weights,
+    predict_logits,
+    task_data,
+    task_plans,
+    validation_scores,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptationOptions:
+    steps: int = 200
+    lr: float = 3e-4  # adapters
+    head_lr: float = 1e-3
+    batch_size: int = 16  # decisions per step; as many anchoring rows and replayed texts
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
+    warmup_steps: int = 20
+    seed: int = 0
+
+
+@torch.inference_mode()
+def teacher_logits(
+    network: MultiTaskNetwork,
+    tokenizer: object,
+    texts: Sequence[str],
+    tasks: Sequence[Task],
+    batch_size: int = 64,
+) -> dict[Task, torch.Tensor]:
+    """The other heads' logits on the replayed texts before adaptation (the targets to keep)."""
+    network.eval()
+    out = {task: torch.zeros(len(texts), len(LABELS[task])) for task in tasks}
+    order = np.argsort([len(t) for t in texts])
+    for start in range(0, len(texts), batch_size):
+        index = order[start : start + batch_size]
+        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)  # type: ignore[arg-type]
+        for task, logits in network(**batch, tasks=tasks).items():
+            out[task][torch.as_tensor(index)] = logits.float()
+    return out
+
+
+def adapt_encoder(
+    network: MultiTaskNetwork,
+    tokenizer: object,
+    task: Task,
+    decisions: tuple[Sequence[str], np.ndarray],
+    anchors: tuple[Sequence[str], np.ndarray],
+    replay: tuple[Sequence[str], dict[Task, torch.Tensor]],
+    options: AdaptationOptions,
+) -> list[float]:
+    """Train ``network`` in place; returns the running loss every 20 steps.
+
+    Each step: ``batch_size`` decisions and as many anchoring rows (cross-entropy on ``task``,
+    class-weighted), and as many replayed texts whose other-task logits are pulled toward the
+    teacher's (KL at ``distill_temperature``, Hinton et al. 2015).
+    """
+    rng = np.random.default_rng(options.seed)
+    torch.manual_seed(options.seed)
+    texts, labels = list(decisions[0]), decisions[1]
+    anchor_texts, anchor_labels = list(anchors[0]), anchors[1]
+    replay_texts, targets = list(replay[0]), replay[1]
+    others = [t for t in targets if t is not task]
+    size = len(LABELS[task])
+    weight = torch.as_tensor(
+        class_weights(np.concatenate([labels, anchor_labels]), size), dtype=torch.float32
+    )
+    head = [p for n, p in network.named_parameters() if n.startswith(f"heads.{task.value}.")]
+    adapters = [
+        p for n, p in network.named_parameters() if p.requires_grad and not n.startswith("heads.")
+    ]
+    for name, parameter in network.named_parameters():
+        if name.startswith("heads."):
+            parameter.requires_grad = name.startswith(f"heads.{task.value}.")
+    optimizer = torch.optim.AdamW(
+        [{"params": adapters, "lr": options.lr}, {"params": head, "lr": options.head_lr}],
+        weight_decay=0.01,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / options.warmup_steps, (options.steps - s) / options.steps),
+    )
+    b, t = options.batch_size, options.distill_temperature
+    max_length = network.config.max_length
+    history, running = [], 0.0
+    network.train()
+    for step in tqdm(range(options.steps), desc=f"adapt {task.value}", unit="step"):
+        own = rng.integers(0, len(texts), size=b)
+        anchor = rng.integers(0, len(anchor_texts), size=b)
+        kept = rng.integers(0, len(replay_texts), size=b)
+        batch = encode(
+            tokenizer,  # type: ignore[arg-type]
+            [texts[i] for i in own] + [anchor_texts[i] for i in anchor] + [replay_texts[i] for i in kept],
+            max_length,
+        )  # fmt: skip
+        pooled = network.pool(**batch)
+        gold = torch.as_tensor(np.concatenate([labels[own], anchor_labels[anchor]]))
+        loss = nn.functional.cross_entropy(
+            network.heads[task.value](pooled[: 2 * b]), gold, weight=weight
+        )
+        replayed = pooled[2 * b :]
+        for other in others:
+            student = nn.functional.log_softmax(network.heads[other.value](replayed) / t, dim=1)
+            teacher = nn.functional.log_softmax(targets[other][kept] / t, dim=1)
+            kd = nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+            loss = loss + options.distill_weight * t * t * kd / len(others)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(adapters + head, 1.0)
+        optimizer.step()
+        scheduler.step()
+        running = 0.95 * running + 0.05 * loss.item() if step else loss.item()
+        if (step + 1) % 20 == 0:
+            history.append(round(running, 4))
+            logger.info("adapt %s step %d: loss %.4f", task.value, step + 1, running)
+    for name, parameter in network.named_parameters():
+        if name.startswith("heads."):
+            parameter.requires_grad = True
+    network.eval()
+    return history
+
+
+def _labels(
+    network: MultiTaskNetwork,
+    tokenizer: object,
+    spec: TaskSpec,
+    task: Task,
+    texts: Sequence[str],
+    polarity: bool = False,
+) -> list[str]:
+    """Labels as the served model decides them (``polarity``: negative vs positive, as SST-2)."""
+    logits = predict_logits(network, tokenizer, list(texts), task, 64)
+    probabilities = softmax(logits.astype(np.float64), spec.temperature)
+    if polarity:
+        return polarity_only(probabilities)
+    return list(decide_rows(task, probabilities, spec.threshold))
+
+
+def retrain_encoder(
+    base_dir: Path,
+    feedback: pd.DataFrame,
+    data_dir: Path,
+    output_dir: Path,
+    options: FeedbackOptions,
+    feedback_hash: str,
+    encoder_dir: Path | None = None,
+    folds: int = 0,
+    version: str | None = None,
+) -> Manifest:
+    """A new version of a transformer model whose encoder learned one task from decisions.
+
+    As ``retrain_heads``, but the adapters move too (``adapt_encoder``), so every task's
+    figures can change: the other heads are recalibrated on their validation data, every
+    evaluation set is compared before and after, and a test split losing more than
+    ``max_drop`` points refuses the model. With ``folds`` >= 2, each fold of the decisions is
+    first decided by an encoder adapted without it.
+    """
+    from model.scorer import TransformerScorer
+    from training.catalog import load_catalog
+    from training.onnx_export import export_onnx
+
+    manifest = read_manifest(base_dir)
+    if manifest.kind != "transformer-lora":
+        raise ValueError(f"{base_dir} holds a {manifest.kind} model: only a transformer adapts")
+    tasks = sorted({Task(t) for t in feedback["task"]})
+    if len(tasks) != 1:
+        raise ValueError(
+            f"encoder adaptation learns one task at a time; the decisions name {[t.value for t in tasks]}"
+        )
+    task, names = tasks[0], list(LABELS[tasks[0]])
+    if task not in manifest.tasks:
+        raise ValueError(f"the model has no head for {task.value}")
+    if folds == 1 or folds < 0:
+        raise ValueError("cross-validation needs at least 2 folds")
+    scorer = TransformerScorer(base_dir, manifest, encoder_dir)
+    network, tokenizer = scorer.network, scorer.tokenizer
+    base_state = network.trainable_state()
+    catalog = load_catalog(data_dir)
+    plans = task_plans(manifest.config)
+    plan = next(p for p in plans if p.task is task)
+    rng = np.random.default_rng(options.seed)
+
+    decisions = feedback.reset_index(drop=True)
+    labels = decisions["label"].map(names.index).to_numpy()
+    held = np.zeros(len(decisions), dtype=bool) if folds else held_out_mask(
+        decisions["text"], options.held_out
+    )  # fmt: skip
+    keys = set(decisions["text"].map(dedup_key))
+    regular = catalog.select(task, "train", plan.train_sources)
+    regular = regular[~regular["text"].map(dedup_key).isin(keys)]
+    regular = regular.iloc[rng.permutation(len(regular))]
+    anchors = regular.iloc[: options.replay_rows]
+    anchor_rows = (list(anchors["text"]), anchors["label"].map(names.index).to_numpy())
+    # The texts the other heads must keep reading alike: in-domain ones the anchors leave, plus
+    # a sample of each other task's training data.
+    replay = list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
+    others = [t for t in manifest.tasks if t is not task]
+    for other in others:
+        rows = catalog.select(
+            other, "train", next(p for p in plans if p.task is other).train_sources
+        )
+        replay += list(rows["text"].iloc[rng.permutation(len(rows))[:600]])
+    replay_rows = (replay, teacher_logits(network, tokenizer, replay, others))
+    adaptation = AdaptationOptions(
+        steps=options.encoder_steps, lr=options.encoder_lr, seed=options.seed
+    )
+
+    def adapt(train: np.ndarray) -> None:
+        network.load_trainable_state(base_state)
+        mine = (list(decisions["text"][train]), labels[train])
+        adapt_encoder(network, tokenizer, task, mine, anchor_rows, replay_rows, adaptation)
+
+    spec = manifest.tasks[task]
+    texts = list(decisions["text"])
+    before_labels = pd.Series(_labels(network, tokenizer, spec, task, texts))
+    sets = _evaluation_sets(catalog, task, decisions, held)
+    before = [
+        _labels(network, tokenizer, manifest.tasks[t], t, list(rows["text"]), polar)
+        for t, _, rows, _, polar in sets
+    ]
+    report: dict[str, Any] = {"feedback_rows": len(decisions), "held_out_rows": int(held.sum())}
+    cross_validated: dict[str, float] = {}
+    if folds:
+        fold_of = text_buckets(decisions["text"]) % folds
+        out_of_fold = np.empty(len(decisions), dtype=object)
+        for fold in range(folds):
+            adapt(fold_of != fold)
+            index = np.flatnonzero(fold_of == fold)
+            out_of_fold[index] = _labels(network, tokenizer, spec, task, [texts[i] for i in index])
+        entry = cross_validation_report(
+            catalog, task, decisions, before_labels, pd.Series(out_of_fold), folds
+        )
+        report["cross_validation"] = {task.value: entry}
+        cross_validated = flat_cross_validation(report["cross_validation"])
+    adapt(~held)
+
+    data = task_data(catalog, plans)
+    specs, calibration = calibrate_heads(network, tokenizer, data, OptimConfig())
+    comparison: dict[str, list[dict[str, Any]]] = {t.value: [] for t in manifest.tasks}
+    for (t, name, rows, left_out, polar), old in zip(sets, before, strict=True):
+        new = _labels(network, tokenizer, specs[t], t, list(rows["text"]), polar)
+        gold = list(rows["label"])
+        comparison[t.value].append({
+            "set": name, "rows": len(rows), "left_out_in_feedback": left_out,
+            "before": round(100 * official_metric(t, gold, old), 2),
+            "after": round(100 * official_metric(t, gold, new), 2),
+        })  # fmt: skip
+    for key, entries in comparison.items():
+        report[key] = {"adapted": key == task.value, "comparison": entries}
+    drops = [
+        f"{key}: {row['set']} {row['before']} -> {row['after']}"
+        for key, entries in comparison.items()
+        for row in entries
+        if row["set"].endswith("/test") and row["before"] - row["after"] > options.max_drop
+    ]
+    if drops:
+        raise FeedbackRegression(
+            f"a test split lost more than {options.max_drop} points: {'; '.join(drops)}", report
+        )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state16 = {name: tensor.half() for name, tensor in network.trainable_state().items()}
+    save_file(state16, output_dir / ADAPTERS_FILE)
+    val = validation_scores(network, tokenizer, data, OptimConfig())
+    updated = manifest.model_copy(
+        update={
+            "version": version or f"{manifest.version}+adapted.{feedback_hash[:8]}",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tasks": specs,
+            "files": {ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
+            "onnx": None,
+            "metrics": {
+                **{k: v for k, v in manifest.metrics.items() if k != CROSS_VALIDATED},
+                "val": {t.value: float(score) for t, score in val.items()},
+                **{f"calibration.{t}": values for t, values in calibration.items()},
+                "feedback": {
+                    f"{key}/{row['set']}/{when}": float(row[when])
+                    for key, entries in comparison.items()
+                    for row in entries
+                    for when in ("before", "after")
+                },
+                # Every head reads the new encoder: no earlier out-of-fold figure still holds.
+                CROSS_VALIDATED: cross_validated,
+            },
+            "training_data": {**manifest.training_data, FEEDBACK_SOURCE: feedback_hash},
+            "config": {
+                **manifest.config,
+                "feedback": {"base": f"{manifest.name} {manifest.version}", **asdict(options)},
+            },
+        }
+    )
+    write_manifest(output_dir, updated)
+    (output_dir / "feedback-report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if manifest.onnx is not None:
+        export_onnx(output_dir, encoder_dir)
+    return read_manifest(output_dir)
+
+
+def _evaluation_sets(
+    catalog: Catalog, task: Task, decisions: pd.DataFrame, held: np.ndarray
+) -> list[tuple[Task, str, pd.DataFrame, int, bool]]:
+    """Every evaluation set as (task, name, rows, rows left out, polarity only): the adapted
+    task's sets less the texts that are decisions, and the held-out decisions."""
+    keys = decisions["text"].map(dedup_key)
+    sets = []
+    for eval_task, source, split in EVALUATIONS:
+        rows = catalog.select(eval_task, split, [source])
+        seen = rows["text"].map(dedup_key).isin(set(keys)) if eval_task is task else None
+        if seen is not None:
+            rows = rows[~seen]
+        if not rows.empty:
+            left_out = int(seen.sum()) if seen is not None else 0
+            sets.append((eval_task, f"{source}/{split}", rows, left_out, source == "sst2"))
+    if held.any():
+        sets.append((task, "feedback/held-out", decisions[held], 0, False))
+    return sets
