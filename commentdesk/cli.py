@@ -291,13 +291,14 @@ def train(
         Path | None,
         typer.Option(
             help="Fit the served transformer model's heads again with these decisions "
-            "(`commentdesk feedback export`); options: --set feedback.replay_rows=..."
+            "(`commentdesk feedback export`); options: --set feedback.replay_rows=..., "
+            "--set feedback.encoder_steps=N (adapt the encoder to one task's decisions too)"
         ),
     ] = None,
     folds: Annotated[
         int,
         typer.Option(
-            help="With --feedback: first measure the new heads by K-fold cross-validation over "
+            help="With --feedback: first measure the retrained model by K-fold cross-validation over "
             "the decisions (0: no), then fit them on all of them."
         ),
     ] = 0,
@@ -408,8 +409,8 @@ def _print_comparison(report: dict[str, Any]) -> None:
         if isinstance(entry, dict) and "comparison" in entry
         for row in entry["comparison"]
     ]
-    for title, rows in (("out-of-fold (each fold decided by heads fitted without it)", folded),
-                        ("the new heads", compared)):  # fmt: skip
+    for title, rows in (("out-of-fold (each fold decided by a model retrained without it)", folded),
+                        ("the retrained model", compared)):  # fmt: skip
         if rows:
             typer.echo(title)
             typer.echo(f"{'task':<10} {'set':<32} {'rows':>6} {'before':>7} {'after':>7}")

@@ -86,6 +86,7 @@ def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
     assert manifest.version == "9.9.9" and manifest.onnx is not None
     assert manifest.training_data["feedback"] == sha256_file(labels_file)
     assert manifest.config["feedback"]["encoder_steps"] == 4
+    assert manifest.config["feedback"]["adapted"] == "question"
     before = load_file(tiny_transformer_dir / "adapters.safetensors")
     after = load_file(output / "adapters.safetensors")
     moved = {name for name in before if not torch.equal(before[name], after[name])}

@@ -198,8 +198,8 @@ def retrain_encoder(
 
     As ``retrain_heads``, but the adapters move too (``adapt_encoder``), so every task's
     figures can change: the other heads are recalibrated on their validation data, every
-    evaluation set is compared before and after, and a test split losing more than
-    ``max_drop`` points refuses the model. With ``folds`` >= 2, each fold of the decisions is
+    evaluation set is compared before and after, and one losing more than ``max_drop`` points
+    refuses the model. With ``folds`` >= 2, each fold of the decisions is
     first decided by an encoder adapted without it.
     """
     from model.scorer import TransformerScorer
@@ -298,7 +298,7 @@ def retrain_encoder(
         f"{key}: {row['set']} {row['before']} -> {row['after']}"
         for key, entries in comparison.items()
         for row in entries
-        if row["set"].endswith("/test") and row["before"] - row["after"] > options.max_drop
+        if row["set"] != "feedback/held-out" and row["before"] - row["after"] > options.max_drop
     ]
     if drops:
         raise FeedbackRegression(
@@ -332,7 +332,11 @@ def retrain_encoder(
             "training_data": {**manifest.training_data, FEEDBACK_SOURCE: feedback_hash},
             "config": {
                 **manifest.config,
-                "feedback": {"base": f"{manifest.name} {manifest.version}", **asdict(options)},
+                "feedback": {
+                    "base": f"{manifest.name} {manifest.version}",
+                    "adapted": task.value,
+                    **asdict(options),
+                },
             },
         }
     )

@@ -131,6 +131,8 @@ of the same weights (`--parity`).
 
 
 def _refitted_tasks(manifest: Manifest) -> set[str]:
+    if adapted := manifest.config.get("feedback", {}).get("adapted"):
+        return {str(adapted)}  # every task is compared after adapting, only this one learned
     # Feedback metrics are keyed task/set/when.
     return {key.split("/")[0] for key in manifest.metrics.get("feedback", {})} | {
         key.split("/")[0] for key in manifest.metrics.get(CROSS_VALIDATED, {})
@@ -155,8 +157,8 @@ def _question_sentence(
     return (
         f"{weak} and, in this version, from the labels of brand_comments dev too, as the data "
         "README allows for this head. For a set the heads were fitted on, the figure and "
-        "confusion matrix below are out-of-fold: each fold of the set decided by heads fitted "
-        "without it (`commentdesk train --feedback FILE --folds K`, computed with the PyTorch "
+        "confusion matrix below are out-of-fold: each fold of the set decided by a model "
+        "retrained without it (`commentdesk train --feedback FILE --folds K`, computed with the PyTorch "
         f"runtime of the same weights), never the in-sample figure ({rows})."
     )
 
@@ -198,7 +200,14 @@ def build_model_card(
             details.append(f"- int8 ONNX export: {manifest.onnx.quantization}")
         seconds = manifest.metrics.get("training", {}).get("seconds")
         refitted = manifest.config.get("feedback")
-        if refitted:
+        if refitted and refitted.get("encoder_steps"):
+            details.append(
+                f"- encoder adapted from `{refitted['base']}` by `commentdesk train --feedback` "
+                f"for {refitted['adapted']}: {refitted['encoder_steps']} steps of LoRA training "
+                "on its decisions and weak labels while the other heads' outputs were distilled "
+                "from the base model; those heads recalibrated on their validation splits"
+            )
+        elif refitted:
             details.append(
                 f"- heads fitted again from `{refitted['base']}` by `commentdesk train "
                 "--feedback` (encoder, adapters and the other heads unchanged): "
