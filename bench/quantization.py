@@ -6,7 +6,7 @@ same weights: sentiment on 2,000 TweetEval sentiment test tweets, irony and emot
 whole test splits. Throughput: the ONNX scorer on the 2,000 sentiment tweets (best of three).
 The chosen form is the one `commentdesk export-onnx` writes.
 
-Usage: python bench/quantization.py [--model-dir artifacts/minilm]
+Usage: python bench/quantization.py [--model-dir artifacts/minilm] [--only "blocks of" chosen]
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def dynamic(
         return onnx.load(target)
 
 
-def nbits(model: onnx.ModelProto, embeddings: str, accuracy_level: int = 4) -> onnx.ModelProto:
-    quantized = quantize_linear_nbits(model, accuracy_level=accuracy_level)
+def nbits(
+    model: onnx.ModelProto, embeddings: str, accuracy_level: int = 4, block_size: int = 64
+) -> onnx.ModelProto:
+    quantized = quantize_linear_nbits(model, block_size, accuracy_level)
     if embeddings == "per-row":
         quantize_embeddings_per_row(quantized)
     elif embeddings == "per-tensor":
@@ -78,6 +80,12 @@ def ffn(model: onnx.ModelProto, which: tuple[str, ...]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "artifacts" / "minilm")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="Build only the forms whose name holds one of these.",
+    )
     args = parser.parse_args()
     data_dir = default_data_dir()
     if data_dir is None:
@@ -120,9 +128,14 @@ def main() -> None:
         ("8-bit MatMulNBits + fp32 embeddings", lambda: nbits(fresh(), "fp32")),
         ("8-bit MatMulNBits + per-row int8 embeddings (chosen)", lambda: nbits(fresh(), "per-row")),
         ("the same, fp32 compute (accuracy level 1)", lambda: nbits(fresh(), "per-row", 1)),
+        ("the same, blocks of 32", lambda: nbits(fresh(), "per-row", block_size=32)),
+        ("the same, blocks of 128", lambda: nbits(fresh(), "per-row", block_size=128)),
+        ("the same, blocks of 256", lambda: nbits(fresh(), "per-row", block_size=256)),
         ("mixed: dynamic int8 FFN output, NBits elsewhere", mixed(("output/dense",))),
         ("mixed: dynamic int8 both FFN layers, NBits elsewhere", mixed(("output/dense", "intermediate/dense"))),
     ]  # fmt: skip
+    if args.only is not None:
+        variants = [v for v in variants if any(word in v[0] for word in args.only)]
     print(f"{args.model_dir}: label agreement with PyTorch, ONNX throughput on 2,000 tweets")
     print(f"{'form':<55} {'sentiment':>9} {'irony':>7} {'emotion':>8} {'comm./s':>8} {'MB':>6}")
     with tempfile.TemporaryDirectory() as tmp:
