@@ -421,6 +421,34 @@ def _print_comparison(report: dict[str, Any]) -> None:
             )
 
 
+@app.command()
+def recalibrate(
+    model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],
+    version: Annotated[str, typer.Option(help="The new version (the probabilities change).")],
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where to write it (default: in place).")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Fit a transformer model's temperatures, label biases and thresholds again on the
+    validation splits, as training does now; weights and ONNX export unchanged."""
+    from model.errors import ArtifactError
+    from training.catalog import DataError
+    from training.transformer import recalibrate_model
+
+    target = output_dir or model_dir
+    try:
+        manifest = recalibrate_model(model_dir, _data_dir(data_dir), target, version)
+    except (ArtifactError, DataError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    for task, spec in manifest.tasks.items():
+        bias = f", bias {spec.bias}" if spec.bias is not None else ""
+        typer.echo(
+            f"  {task:<10} temperature {spec.temperature:.3f}{bias}, threshold {spec.threshold}"
+        )
+    typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
+
+
 @app.command("export-onnx")
 def export_onnx_command(
     model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],

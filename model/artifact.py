@@ -36,6 +36,16 @@ class TaskSpec(BaseModel):
     temperature: float = Field(
         default=1.0, gt=0.0, description="Logits are divided by it (calibration)."
     )
+    bias: list[float] | None = Field(
+        default=None,
+        description="Per-label offsets added to the scaled logits (calibration), one per label.",
+    )
+
+    @model_validator(mode="after")
+    def _bias_fits_labels(self) -> TaskSpec:
+        if self.bias is not None and len(self.bias) != len(self.labels):
+            raise ValueError(f"bias has {len(self.bias)} values for {len(self.labels)} labels")
+        return self
 
 
 class BaseEncoder(BaseModel):

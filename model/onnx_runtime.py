@@ -19,7 +19,7 @@ import numpy as np
 from model.artifact import Manifest, sha256_file
 from model.encoder import base_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import ArrayScorer, Scores, softmax
+from model.scorer import ArrayScorer, Scores, calibrated
 from model.tasks import Task
 from model.text import normalize
 
@@ -129,8 +129,7 @@ class OnnxScorer(ArrayScorer):
             return Scores.empty(self.tasks)
         logits, _ = self._run(texts)
         probabilities = {
-            task: softmax(values, self.manifest.tasks[task].temperature)
-            for task, values in logits.items()
+            task: calibrated(values, self.manifest.tasks[task]) for task, values in logits.items()
         }
         return Scores.decided(probabilities, self.manifest.thresholds())
 

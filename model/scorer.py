@@ -11,7 +11,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from model.artifact import Manifest, read_manifest
+from model.artifact import Manifest, TaskSpec, read_manifest
 from model.encoder import BASE_ENCODER_SHA256
 from model.errors import ArtifactError, InvalidTextError
 from model.linear import TfidfLinearModel
@@ -131,14 +131,23 @@ def check_text(text: object, max_chars: int) -> str:
     return text
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` in float64 (shared by calibration and the
-    ONNX runtime, so both turn logits into the same probabilities)."""
+def softmax(
+    logits: np.ndarray, temperature: float = 1.0, bias: Sequence[float] | None = None
+) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature + bias`` in float64 (shared by calibration and
+    both runtimes, so all turn logits into the same probabilities)."""
     scaled = logits.astype(np.float64) / temperature
+    if bias is not None:
+        scaled = scaled + np.asarray(bias, dtype=np.float64)
     scaled -= scaled.max(axis=-1, keepdims=True)
     exp = np.exp(scaled)
     result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
     return result
+
+
+def calibrated(logits: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """A task's probabilities as its manifest says: temperature, then any per-label bias."""
+    return softmax(logits, spec.temperature, spec.bias)
 
 
 def recalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -221,8 +230,8 @@ class TransformerScorer(ArrayScorer):
                 index = order[start : start + self.batch_size]
                 batch = encode(self.tokenizer, [texts[i] for i in index], self.config.max_length)
                 for task, logits in self.network(**batch).items():
-                    scaled = logits.double() / self.manifest.tasks[task].temperature
-                    probabilities[task][index] = self._torch.softmax(scaled, dim=-1).numpy()
+                    spec = self.manifest.tasks[task]
+                    probabilities[task][index] = calibrated(logits.double().numpy(), spec)
         return Scores.decided(probabilities, self.manifest.thresholds())
 
 

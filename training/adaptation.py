@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.artifact import Manifest, TaskSpec, read_manifest, sha256_file, write_manifest
-from model.scorer import decide_rows, softmax
+from model.scorer import calibrated, decide_rows
 from model.tasks import LABELS, Task
 from model.text import dedup_key
 from model.transformer import MultiTaskNetwork, encode
@@ -177,7 +177,7 @@ def _labels(
 ) -> list[str]:
     """Labels as the served model decides them (``polarity``: negative vs positive, as SST-2)."""
     logits = predict_logits(network, tokenizer, list(texts), task, 64)
-    probabilities = softmax(logits.astype(np.float64), spec.temperature)
+    probabilities = calibrated(logits, spec)
     if polarity:
         return polarity_only(probabilities)
     return list(decide_rows(task, probabilities, spec.threshold))

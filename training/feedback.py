@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from model.artifact import Manifest, TaskSpec, read_manifest, sha256_file, write_manifest
-from model.scorer import decide_rows, softmax
+from model.scorer import calibrated, decide_rows, softmax
 from model.tasks import LABELS, Task, is_binary
 from model.text import dedup_key
-from training.calibration import fit_temperature
+from training.calibration import fit_calibration
 from training.catalog import Catalog
 from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.metrics import best_threshold, official_metric
@@ -134,7 +134,7 @@ class _Head:
         """Labels decided as the served model decides them (``polarity``: as on SST-2)."""
         with torch.no_grad():
             logits = self.linear(torch.as_tensor(vectors)).double().numpy()
-        probabilities = softmax(logits, self.spec.temperature)
+        probabilities = calibrated(logits, self.spec)
         if polarity:
             return polarity_only(probabilities)
         return list(decide_rows(task, probabilities, self.spec.threshold))
@@ -249,11 +249,12 @@ class _Retraining:
         gold = val["label"].map(names.index).to_numpy()
         with torch.no_grad():
             logits = linear(torch.as_tensor(vectors)).numpy()
-        temperature = fit_temperature(logits, gold)
+        temperature, bias = fit_calibration(logits, gold)
         threshold = spec.threshold
         if is_binary(task) and self.plans[task].threshold == "val":
-            threshold = best_threshold(gold == 1, softmax(logits, temperature)[:, 1], task)
-        return TaskSpec(labels=names, threshold=threshold, temperature=temperature)
+            probabilities = softmax(logits, temperature, bias)
+            threshold = best_threshold(gold == 1, probabilities[:, 1], task)
+        return TaskSpec(labels=names, threshold=threshold, temperature=temperature, bias=bias)
 
     def compare(self, task: Task, before: _Head, after: _Head) -> list[dict[str, Any]]:
         """Both heads on the task's evaluation sets (less any text that is also feedback) and

@@ -185,8 +185,15 @@ def build_model_card(
             details.append(
                 f"- base encoder: `{manifest.base_encoder.name}` (sha256 `{manifest.base_encoder.sha256[:16]}…`), network {manifest.network}"
             )
-            temperatures = ", ".join(f"{t}: {s.temperature:.2f}" for t, s in manifest.tasks.items())
-            details.append(f"- temperatures (fitted on validation splits): {temperatures}")
+            temperatures = ", ".join(
+                f"{t}: {s.temperature:.2f}"
+                + (f" (bias {' / '.join(f'{b:+.2f}' for b in s.bias)})" if s.bias else "")
+                for t, s in manifest.tasks.items()
+            )
+            details.append(
+                "- temperatures, and per-label biases where they lower the cross-validated "
+                f"validation loss (fitted on validation splits): {temperatures}"
+            )
         thresholds = ", ".join(
             f"{task}: {spec.threshold:.3f}"
             for task, spec in manifest.tasks.items()

@@ -40,7 +40,7 @@ from model.transformer import (
     encode,
     load_tokenizer,
 )
-from training.calibration import fit_temperature
+from training.calibration import fit_calibration
 from training.catalog import Catalog, load_catalog, source_hashes
 from training.config import ConfigError
 from training.metrics import best_threshold, expected_calibration_error, official_metric
@@ -329,12 +329,13 @@ def train_transformer(
 def calibrate_heads(
     network: MultiTaskNetwork, tokenizer: Any, data: list[TaskData], optim: OptimConfig
 ) -> tuple[dict[Task, TaskSpec], dict[str, dict[str, float]]]:
-    """Per task: a temperature on validation logits, then the binary threshold on calibrated
-    probabilities; the report keeps validation ECE before and after."""
+    """Per task: a temperature (and a per-label bias where it generalises, ``fit_calibration``)
+    on validation logits, then the binary threshold on calibrated probabilities; the report
+    keeps validation ECE before and after."""
     specs, report = {}, {}
     for item in data:
         task = item.plan.task
-        temperature, threshold = 1.0, None
+        temperature, bias, threshold = 1.0, None, None
         if item.val_texts:
             logits = predict_logits(
                 network,
@@ -343,9 +344,9 @@ def calibrate_heads(
                 task,
                 optim.eval_batch_size,
             )
-            temperature = fit_temperature(logits, item.val_labels)
+            temperature, bias = fit_calibration(logits, item.val_labels)
             before = expected_calibration_error(softmax(logits), item.val_labels)
-            probabilities = softmax(logits, temperature)
+            probabilities = softmax(logits, temperature, bias)
             after = expected_calibration_error(probabilities, item.val_labels)
             report[task.value] = {
                 "temperature": temperature,
@@ -357,7 +358,7 @@ def calibrate_heads(
         if is_binary(task) and isinstance(item.plan.threshold, int | float):
             threshold = float(item.plan.threshold)
         specs[task] = TaskSpec(
-            labels=list(LABELS[task]), threshold=threshold, temperature=temperature
+            labels=list(LABELS[task]), threshold=threshold, temperature=temperature, bias=bias
         )
     return specs, report
 
@@ -406,3 +407,47 @@ def _write_artifact(
     )
     write_manifest(output_dir, manifest)
     return manifest
+
+
+def recalibrate_model(
+    model_dir: Path,
+    data_dir: Path,
+    output_dir: Path,
+    version: str,
+    encoder_dir: Path | None = None,
+) -> Manifest:
+    """A new version of a transformer model with its calibration fitted again (as training
+    fits it now) on each task's validation split; the weights and the ONNX export stay as they
+    are, and a task without validation data keeps its temperature and threshold."""
+    import shutil
+
+    from model.scorer import TransformerScorer
+
+    manifest = read_manifest(model_dir)
+    if manifest.kind != "transformer-lora":
+        raise ValueError(
+            f"{model_dir} holds a {manifest.kind} model: only a transformer recalibrates"
+        )
+    scorer = TransformerScorer(model_dir, manifest, encoder_dir)
+    plans = task_plans(manifest.config)
+    data = task_data(load_catalog(data_dir), plans)
+    specs, calibration = calibrate_heads(scorer.network, scorer.tokenizer, data, OptimConfig())
+    for plan in plans:
+        if not plan.val_source:
+            specs[plan.task] = manifest.tasks[plan.task]
+    if output_dir.resolve() != model_dir.resolve():
+        shutil.copytree(model_dir, output_dir, dirs_exist_ok=True)
+    updated = manifest.model_copy(
+        update={
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tasks": specs,
+            "metrics": {
+                **manifest.metrics,
+                **{f"calibration.{task}": values for task, values in calibration.items()},
+            },
+            "config": {**manifest.config, "recalibrated": f"{manifest.name} {manifest.version}"},
+        }
+    )
+    write_manifest(output_dir, updated)
+    return read_manifest(output_dir)
