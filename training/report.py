@@ -220,6 +220,11 @@ def build_model_card(
                 "--feedback` (encoder, adapters and the other heads unchanged): "
                 + ", ".join(sorted(_refitted_tasks(manifest)))
             )
+        if recalibrated := manifest.config.get("recalibrated"):
+            details.append(
+                f"- calibration fitted again from `{recalibrated}` by `commentdesk recalibrate` "
+                "(weights and ONNX export unchanged)"
+            )
         if seconds is not None:
             details.append(
                 f"- {'its base ' if refitted else ''}rebuilt by "
