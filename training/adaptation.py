@@ -70,7 +70,7 @@ class AdaptationOptions:
 @torch.inference_mode()
 def teacher_logits(
     network: MultiTaskNetwork,
-    tokenizer: object,
+    tokenizer: Any,
     texts: Sequence[str],
     tasks: Sequence[Task],
     batch_size: int = 64,
@@ -81,7 +81,7 @@ def teacher_logits(
     order = np.argsort([len(t) for t in texts])
     for start in range(0, len(texts), batch_size):
         index = order[start : start + batch_size]
-        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)  # type: ignore[arg-type]
+        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)
         for task, logits in network(**batch, tasks=tasks).items():
             out[task][torch.as_tensor(index)] = logits.float()
     return out
@@ -89,7 +89,7 @@ def teacher_logits(
 
 def adapt_encoder(
     network: MultiTaskNetwork,
-    tokenizer: object,
+    tokenizer: Any,
     task: Task,
     decisions: tuple[Sequence[str], np.ndarray],
     anchors: tuple[Sequence[str], np.ndarray],
@@ -136,7 +136,7 @@ def adapt_encoder(
         anchor = rng.integers(0, len(anchor_texts), size=b)
         kept = rng.integers(0, len(replay_texts), size=b)
         batch = encode(
-            tokenizer,  # type: ignore[arg-type]
+            tokenizer,
             [texts[i] for i in own] + [anchor_texts[i] for i in anchor] + [replay_texts[i] for i in kept],
             max_length,
         )  # fmt: skip
@@ -169,7 +169,7 @@ def adapt_encoder(
 
 def _labels(
     network: MultiTaskNetwork,
-    tokenizer: object,
+    tokenizer: Any,
     spec: TaskSpec,
     task: Task,
     texts: Sequence[str],
