@@ -101,6 +101,23 @@ def tiny_transformer_dir(
     return output
 
 
+@pytest.fixture()
+def brand_question_labels(synthetic_data_dir: Path, tmp_path: Path) -> Path:
+    """brand_comments dev's question labels as decisions, exported by `commentdesk data labels`."""
+    from typer.testing import CliRunner
+
+    from commentdesk.cli import app as cli
+
+    path = tmp_path / "brand-questions.jsonl"
+    exported = CliRunner().invoke(
+        cli,
+        ["data", "labels", "brand_comments/dev", "--task", "question", "-o", str(path),
+         "--data-dir", str(synthetic_data_dir)],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_scorer(tiny_model_dir: Path) -> Scorer:
     return load_scorer(tiny_model_dir)

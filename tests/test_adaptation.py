@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from commentdesk.cli import app as cli
 from model.artifact import read_manifest, sha256_file
 from model.scorer import TransformerScorer
 from model.tasks import LABELS, Task
 from training.adaptation import AdaptationOptions, adapt_encoder, teacher_logits
 from training.evaluate import CROSS_VALIDATED
 from training.feedback import FeedbackOptions, load_feedback, retrain_heads
-
-runner = CliRunner()
 
 
 def _question_rows(count: int) -> tuple[list[str], np.ndarray]:
@@ -67,15 +63,13 @@ def test_distillation_keeps_the_other_heads_while_the_task_learns(
 
 
 def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
-    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+    tiny_transformer_dir: Path,
+    tiny_encoder_dir: Path,
+    synthetic_data_dir: Path,
+    brand_question_labels: Path,
+    tmp_path: Path,
 ) -> None:
-    labels_file = tmp_path / "brand-questions.jsonl"
-    exported = runner.invoke(
-        cli,
-        ["data", "labels", "brand_comments/dev", "--task", "question", "-o", str(labels_file),
-         "--data-dir", str(synthetic_data_dir)],
-    )  # fmt: skip
-    assert exported.exit_code == 0, exported.output
+    labels_file = brand_question_labels
     output = tmp_path / "adapted"
     options = FeedbackOptions(encoder_steps=4, replay_rows=40, max_drop=100.0)
     retrain_heads(

@@ -169,16 +169,11 @@ def test_cross_validation_holds_each_fold_out_and_evaluate_reports_it(
     tiny_transformer_dir: Path,
     tiny_encoder_dir: Path,
     synthetic_data_dir: Path,
+    brand_question_labels: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    labels_file = tmp_path / "brand-questions.jsonl"
-    exported = runner.invoke(
-        cli,
-        ["data", "labels", "brand_comments/dev", "--task", "question", "-o", str(labels_file),
-         "--data-dir", str(synthetic_data_dir)],
-    )  # fmt: skip
-    assert exported.exit_code == 0, exported.output
+    labels_file = brand_question_labels
     rows = load_feedback(labels_file)
     catalog = load_catalog(synthetic_data_dir)
     dev = catalog.select(Task.QUESTION, "dev", ["brand_comments"])
