@@ -81,6 +81,9 @@ def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
     assert manifest.training_data["feedback"] == sha256_file(labels_file)
     assert manifest.config["feedback"]["encoder_steps"] == 4
     assert manifest.config["feedback"]["adapted"] == "question"
+    # Validation figures of the adapted encoder, from the recalibration pass (no question split).
+    assert set(manifest.metrics["val"]) == {t.value for t in manifest.tasks} - {"question"}
+    assert all(0 <= v <= 1 for v in manifest.metrics["val"].values())
     before = load_file(tiny_transformer_dir / "adapters.safetensors")
     after = load_file(output / "adapters.safetensors")
     moved = {name for name in before if not torch.equal(before[name], after[name])}

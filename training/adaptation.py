@@ -34,10 +34,10 @@ from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.feedback import (
     FEEDBACK_SOURCE,
     FeedbackOptions,
-    FeedbackRegression,
     cross_validation_report,
     flat_cross_validation,
     held_out_mask,
+    refuse_drops,
     text_buckets,
 )
 from training.metrics import official_metric
@@ -46,10 +46,10 @@ from training.transformer import (
     OptimConfig,
     calibrate_heads,
     class_weights,
+    pooled_vectors,
     predict_logits,
     task_data,
     task_plans,
-    validation_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,15 +76,8 @@ def teacher_logits(
     batch_size: int = 64,
 ) -> dict[Task, torch.Tensor]:
     """The other heads' logits on the replayed texts before adaptation (the targets to keep)."""
-    network.eval()
-    out = {task: torch.zeros(len(texts), len(LABELS[task])) for task in tasks}
-    order = np.argsort([len(t) for t in texts])
-    for start in range(0, len(texts), batch_size):
-        index = order[start : start + batch_size]
-        batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)
-        for task, logits in network(**batch, tasks=tasks).items():
-            out[task][torch.as_tensor(index)] = logits.float()
-    return out
+    vectors = torch.as_tensor(pooled_vectors(network, tokenizer, texts, batch_size))
+    return {task: network.heads[task.value](vectors).float() for task in tasks}
 
 
 def adapt_encoder(
@@ -294,21 +287,11 @@ def retrain_encoder(
         })  # fmt: skip
     for key, entries in comparison.items():
         report[key] = {"adapted": key == task.value, "comparison": entries}
-    drops = [
-        f"{key}: {row['set']} {row['before']} -> {row['after']}"
-        for key, entries in comparison.items()
-        for row in entries
-        if row["set"] != "feedback/held-out" and row["before"] - row["after"] > options.max_drop
-    ]
-    if drops:
-        raise FeedbackRegression(
-            f"a test split lost more than {options.max_drop} points: {'; '.join(drops)}", report
-        )
+    refuse_drops(report, options.max_drop)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     state16 = {name: tensor.half() for name, tensor in network.trainable_state().items()}
     save_file(state16, output_dir / ADAPTERS_FILE)
-    val = validation_scores(network, tokenizer, data, OptimConfig())
     updated = manifest.model_copy(
         update={
             "version": version or f"{manifest.version}+adapted.{feedback_hash[:8]}",
@@ -318,7 +301,7 @@ def retrain_encoder(
             "onnx": None,
             "metrics": {
                 **{k: v for k, v in manifest.metrics.items() if k != CROSS_VALIDATED},
-                "val": {t.value: float(score) for t, score in val.items()},
+                "val": {t: values["val_metric"] for t, values in calibration.items()},
                 **{f"calibration.{t}": values for t, values in calibration.items()},
                 "feedback": {
                     f"{key}/{row['set']}/{when}": float(row[when])

@@ -400,6 +400,22 @@ def _out_of_fold(
     }
 
 
+def refuse_drops(report: dict[str, Any], max_drop: float) -> None:
+    """Raise ``FeedbackRegression`` when any evaluation set in the report's per-task
+    comparisons (the held-out decisions aside) lost more than ``max_drop`` points."""
+    drops = [
+        f"{task}: {row['set']} {row['before']} -> {row['after']}"
+        for task, entry in report.items()
+        if isinstance(entry, dict) and "comparison" in entry
+        for row in entry["comparison"]
+        if row["set"] != "feedback/held-out" and row["before"] - row["after"] > max_drop
+    ]
+    if drops:
+        raise FeedbackRegression(
+            f"a test split lost more than {max_drop} points: {'; '.join(drops)}", report
+        )
+
+
 def retrain_heads(
     base_dir: Path,
     feedback: pd.DataFrame,
@@ -455,16 +471,7 @@ def retrain_heads(
         state[f"heads.{task.value}.1.weight"] = new.linear.weight.detach().half()
         state[f"heads.{task.value}.1.bias"] = new.linear.bias.detach().half()
 
-    drops = [
-        f"{task.value}: {row['set']} {row['before']} -> {row['after']}"
-        for task in tasks
-        for row in report[task.value]["comparison"]
-        if row["set"] != "feedback/held-out" and row["before"] - row["after"] > options.max_drop
-    ]
-    if drops:
-        raise FeedbackRegression(
-            f"a test split lost more than {options.max_drop} points: {'; '.join(drops)}", report
-        )
+    refuse_drops(report, options.max_drop)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, output_dir / ADAPTERS_FILE)
     base = run.manifest

@@ -331,7 +331,7 @@ def calibrate_heads(
 ) -> tuple[dict[Task, TaskSpec], dict[str, dict[str, float]]]:
     """Per task: a temperature (and a per-label bias where it generalises, ``fit_calibration``)
     on validation logits, then the binary threshold on calibrated probabilities; the report
-    keeps validation ECE before and after."""
+    keeps validation ECE before and after, and the validation metric."""
     specs, report = {}, {}
     for item in data:
         task = item.plan.task
@@ -348,10 +348,15 @@ def calibrate_heads(
             before = expected_calibration_error(softmax(logits), item.val_labels)
             probabilities = softmax(logits, temperature, bias)
             after = expected_calibration_error(probabilities, item.val_labels)
+            names = np.array(LABELS[task])
             report[task.value] = {
                 "temperature": temperature,
                 "val_ece_before": before,
                 "val_ece_after": after,
+                # as during training (argmax of the raw logits), from the same pass
+                "val_metric": official_metric(
+                    task, list(names[item.val_labels]), list(names[logits.argmax(axis=1)])
+                ),
             }
             if is_binary(task) and item.plan.threshold == "val":
                 threshold = best_threshold(item.val_labels == 1, probabilities[:, 1], task)
