@@ -691,7 +691,9 @@ def data_labels(
     dataset: Annotated[
         str, typer.Argument(help="SOURCE/SPLIT of the catalog, e.g. brand_comments/dev.")
     ],
-    task: Annotated[str, typer.Option(help="The task whose labels to write.")],
+    task: Annotated[
+        list[str], typer.Option(help="A task whose labels to write (repeat for several).")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL file to write.")],
     data_dir: DataDirOption = None,
 ) -> None:
@@ -702,17 +704,20 @@ def data_labels(
 
     source, _, split = dataset.partition("/")
     try:
-        chosen = Task(task)
-        rows = load_catalog(_data_dir(data_dir)).select(chosen, split, [source])
+        chosen = [Task(name) for name in dict.fromkeys(task)]
+        catalog = load_catalog(_data_dir(data_dir))
     except (ValueError, DataError) as exc:
         _fail(str(exc))
-    if rows.empty:
-        _fail(f"no {task} labels in {dataset}")
+    selected = {t: catalog.select(t, split, [source]) for t in chosen}
+    if empty := [t.value for t, rows in selected.items() if rows.empty]:
+        _fail(f"no {', '.join(empty)} labels in {dataset}")
     with output.open("w", encoding="utf-8") as handle:
-        for text, label in zip(rows["text"], rows["label"], strict=True):
-            record = {"text": text, "task": chosen.value, "label": label}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    typer.echo(f"wrote {len(rows)} {task} labels of {dataset} to {output}")
+        for chosen_task, rows in selected.items():
+            for text, label in zip(rows["text"], rows["label"], strict=True):
+                record = {"text": text, "task": chosen_task.value, "label": label}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    counts = ", ".join(f"{len(rows)} {t.value}" for t, rows in selected.items())
+    typer.echo(f"wrote {counts} labels of {dataset} to {output}")
 
 
 @data_app.command("check")

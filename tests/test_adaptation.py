@@ -1,4 +1,4 @@
-"""Encoder adaptation to one task's decisions (`train --feedback --set feedback.encoder_steps=N`)."""
+"""Encoder adaptation to decisions (`train --feedback --set feedback.encoder_steps=N`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from commentdesk.cli import app as cli
 from model.artifact import read_manifest, sha256_file
 from model.scorer import TransformerScorer
-from model.tasks import LABELS, Task
+from model.tasks import Task
 from training.adaptation import AdaptationOptions, adapt_encoder, teacher_logits
 from training.evaluate import CROSS_VALIDATED
 from training.feedback import FeedbackOptions, load_feedback, retrain_heads
@@ -47,8 +48,8 @@ def test_distillation_keeps_the_other_heads_while_the_task_learns(
         options = AdaptationOptions(steps=30, lr=5e-3, head_lr=5e-3, batch_size=8,
                                     distill_weight=distill, warmup_steps=2)  # fmt: skip
         history = adapt_encoder(
-            scorer.network, scorer.tokenizer, Task.QUESTION, decisions, anchors,
-            (replay, targets), options,
+            scorer.network, scorer.tokenizer, {Task.QUESTION: decisions},
+            {Task.QUESTION: anchors}, (replay, targets), options,
         )  # fmt: skip
         assert len(history) == 1 and np.isfinite(history[0])
         drift[distill] = _drift(scorer, replay, targets)
@@ -80,7 +81,7 @@ def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
     assert manifest.version == "9.9.9" and manifest.onnx is not None
     assert manifest.training_data["feedback"] == sha256_file(labels_file)
     assert manifest.config["feedback"]["encoder_steps"] == 4
-    assert manifest.config["feedback"]["adapted"] == "question"
+    assert manifest.config["feedback"]["adapted"] == ["question"]
     # Validation figures of the adapted encoder, from the recalibration pass (no question split).
     assert set(manifest.metrics["val"]) == {t.value for t in manifest.tasks} - {"question"}
     assert all(0 <= v <= 1 for v in manifest.metrics["val"].values())
@@ -104,16 +105,42 @@ def test_adapting_the_encoder_cross_validates_and_writes_a_complete_model(
     assert set(scores.probabilities) == set(manifest.tasks)
 
 
-def test_adaptation_learns_one_task_at_a_time(
-    tiny_transformer_dir: Path, tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+def test_adapting_to_two_tasks_at_once_cross_validates_each(
+    tiny_transformer_dir: Path,
+    tiny_encoder_dir: Path,
+    synthetic_data_dir: Path,
+    brand_question_labels: Path,
+    tmp_path: Path,
 ) -> None:
-    path = tmp_path / "mixed.jsonl"
-    rows = [{"text": "where is it?", "task": "question", "label": LABELS[Task.QUESTION][1]},
-            {"text": "awful", "task": "sentiment", "label": "negative"}]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(ValueError, match="one task at a time"):
-        retrain_heads(
-            tiny_transformer_dir, load_feedback(path), synthetic_data_dir, tmp_path / "out",
-            FeedbackOptions(encoder_steps=2), "0" * 64, tiny_encoder_dir,
-        )  # fmt: skip
-    assert not (tmp_path / "out").exists()
+    # brand_comments dev's question and sentiment labels: the same texts, twice.
+    path = tmp_path / "two-tasks.jsonl"
+    exported = CliRunner().invoke(
+        cli,
+        ["data", "labels", "brand_comments/dev", "--task", "question", "--task", "sentiment",
+         "-o", str(path), "--data-dir", str(synthetic_data_dir)],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    brand = len(brand_question_labels.read_text().splitlines())
+    assert f"{brand} question, {brand} sentiment labels" in exported.output
+    output = tmp_path / "adapted"
+    retrain_heads(
+        tiny_transformer_dir, load_feedback(path), synthetic_data_dir, output,
+        FeedbackOptions(encoder_steps=3, replay_rows=40, max_drop=100.0), sha256_file(path),
+        tiny_encoder_dir, folds=2,
+    )  # fmt: skip
+    manifest = read_manifest(output)
+    assert manifest.config["feedback"]["adapted"] == ["question", "sentiment"]
+    report = json.loads((output / "feedback-report.json").read_text())
+    for task in ("question", "sentiment"):
+        folded = report["cross_validation"][task]["brand_comments/dev"]
+        assert folded["rows"] == brand and folded["folds"] == 2
+        assert sum(sum(row.values()) for row in folded["confusion"].values()) == brand
+        assert report[task]["adapted"]
+        # Both adapted tasks' brand dev sets are measured out of fold only.
+        assert "brand_comments/dev" not in {row["set"] for row in report[task]["comparison"]}
+    assert not report["offensive"]["adapted"]
+    after = load_file(output / "adapters.safetensors")
+    before = load_file(tiny_transformer_dir / "adapters.safetensors")
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert {"heads.question.1.weight", "heads.sentiment.1.weight"} <= moved
+    assert not any(name.startswith("heads.offensive") for name in moved)

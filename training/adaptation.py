@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,37 +83,41 @@ def teacher_logits(
 def adapt_encoder(
     network: MultiTaskNetwork,
     tokenizer: Any,
-    task: Task,
-    decisions: tuple[Sequence[str], np.ndarray],
-    anchors: tuple[Sequence[str], np.ndarray],
+    decisions: Mapping[Task, tuple[Sequence[str], np.ndarray]],
+    anchors: Mapping[Task, tuple[Sequence[str], np.ndarray]],
     replay: tuple[Sequence[str], dict[Task, torch.Tensor]],
     options: AdaptationOptions,
 ) -> list[float]:
-    """Train ``network`` in place; returns the running loss every 20 steps.
+    """Train ``network`` in place on the tasks of ``decisions``; returns the running loss every
+    20 steps.
 
-    Each step: ``batch_size`` decisions and as many anchoring rows (cross-entropy on ``task``,
-    class-weighted), and as many replayed texts whose other-task logits are pulled toward the
-    teacher's (KL at ``distill_temperature``, Hinton et al. 2015).
+    Each step, per adapted task: ``batch_size`` decisions and as many anchoring rows
+    (class-weighted cross-entropy); and ``batch_size`` replayed texts whose other-task logits
+    are pulled toward the teacher's (KL at ``distill_temperature``, Hinton et al. 2015).
     """
     rng = np.random.default_rng(options.seed)
     torch.manual_seed(options.seed)
-    texts, labels = list(decisions[0]), decisions[1]
-    anchor_texts, anchor_labels = list(anchors[0]), anchors[1]
+    tasks = list(decisions)
     replay_texts, targets = list(replay[0]), replay[1]
-    others = [t for t in targets if t is not task]
-    size = len(LABELS[task])
-    weight = torch.as_tensor(
-        class_weights(np.concatenate([labels, anchor_labels]), size), dtype=torch.float32
-    )
-    head = [p for n, p in network.named_parameters() if n.startswith(f"heads.{task.value}.")]
+    others = [t for t in targets if t not in decisions]
+    weights = {
+        task: torch.as_tensor(
+            class_weights(np.concatenate([decisions[task][1], anchors[task][1]]),
+                          len(LABELS[task])),
+            dtype=torch.float32,
+        )
+        for task in tasks
+    }  # fmt: skip
+    prefixes = tuple(f"heads.{task.value}." for task in tasks)
+    heads = [p for n, p in network.named_parameters() if n.startswith(prefixes)]
     adapters = [
         p for n, p in network.named_parameters() if p.requires_grad and not n.startswith("heads.")
     ]
     for name, parameter in network.named_parameters():
         if name.startswith("heads."):
-            parameter.requires_grad = name.startswith(f"heads.{task.value}.")
+            parameter.requires_grad = name.startswith(prefixes)
     optimizer = torch.optim.AdamW(
-        [{"params": adapters, "lr": options.lr}, {"params": head, "lr": options.head_lr}],
+        [{"params": adapters, "lr": options.lr}, {"params": heads, "lr": options.head_lr}],
         weight_decay=0.01,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -124,21 +128,31 @@ def adapt_encoder(
     max_length = network.config.max_length
     history, running = [], 0.0
     network.train()
-    for step in tqdm(range(options.steps), desc=f"adapt {task.value}", unit="step"):
-        own = rng.integers(0, len(texts), size=b)
-        anchor = rng.integers(0, len(anchor_texts), size=b)
+    adapted = "+".join(task.value for task in tasks)
+    for step in tqdm(range(options.steps), desc=f"adapt {adapted}", unit="step"):
+        texts: list[str] = []
+        gold: dict[Task, torch.Tensor] = {}
+        for task in tasks:
+            own = rng.integers(0, len(decisions[task][0]), size=b)
+            anchor = rng.integers(0, len(anchors[task][0]), size=b)
+            texts += [decisions[task][0][i] for i in own] + [anchors[task][0][i] for i in anchor]
+            gold[task] = torch.as_tensor(
+                np.concatenate([decisions[task][1][own], anchors[task][1][anchor]])
+            )
         kept = rng.integers(0, len(replay_texts), size=b)
-        batch = encode(
-            tokenizer,
-            [texts[i] for i in own] + [anchor_texts[i] for i in anchor] + [replay_texts[i] for i in kept],
-            max_length,
-        )  # fmt: skip
-        pooled = network.pool(**batch)
-        gold = torch.as_tensor(np.concatenate([labels[own], anchor_labels[anchor]]))
-        loss = nn.functional.cross_entropy(
-            network.heads[task.value](pooled[: 2 * b]), gold, weight=weight
+        pooled = network.pool(
+            **encode(tokenizer, texts + [replay_texts[i] for i in kept], max_length)
         )
-        replayed = pooled[2 * b :]
+        loss = sum(
+            nn.functional.cross_entropy(
+                network.heads[task.value](pooled[2 * b * k : 2 * b * (k + 1)]),
+                gold[task],
+                weight=weights[task],
+            )
+            for k, task in enumerate(tasks)
+        )
+        assert isinstance(loss, torch.Tensor)
+        replayed = pooled[len(texts) :]
         for other in others:
             student = nn.functional.log_softmax(network.heads[other.value](replayed) / t, dim=1)
             teacher = nn.functional.log_softmax(targets[other][kept] / t, dim=1)
@@ -146,13 +160,13 @@ def adapt_encoder(
             loss = loss + options.distill_weight * t * t * kd / len(others)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(adapters + head, 1.0)
+        torch.nn.utils.clip_grad_norm_(adapters + heads, 1.0)
         optimizer.step()
         scheduler.step()
         running = 0.95 * running + 0.05 * loss.item() if step else loss.item()
         if (step + 1) % 20 == 0:
             history.append(round(running, 4))
-            logger.info("adapt %s step %d: loss %.4f", task.value, step + 1, running)
+            logger.info("adapt %s step %d: loss %.4f", adapted, step + 1, running)
     for name, parameter in network.named_parameters():
         if name.startswith("heads."):
             parameter.requires_grad = True
@@ -187,13 +201,14 @@ def retrain_encoder(
     folds: int = 0,
     version: str | None = None,
 ) -> Manifest:
-    """A new version of a transformer model whose encoder learned one task from decisions.
+    """A new version of a transformer model whose encoder learned the decisions' tasks.
 
-    As ``retrain_heads``, but the adapters move too (``adapt_encoder``), so every task's
-    figures can change: the other heads are recalibrated on their validation data, every
-    evaluation set is compared before and after, and one losing more than ``max_drop`` points
-    refuses the model. With ``folds`` >= 2, each fold of the decisions is
-    first decided by an encoder adapted without it.
+    As ``retrain_heads``, but the adapters move too (``adapt_encoder``, every decided task at
+    once), so every task's figures can change: the other heads are recalibrated on their
+    validation data, every evaluation set is compared before and after, and one losing more
+    than ``max_drop`` points refuses the model. With ``folds`` >= 2, each fold of the decisions
+    (by text, so a comment labelled for two tasks stays in one fold) is first decided by an
+    encoder adapted without it.
     """
     from model.scorer import TransformerScorer
     from training.catalog import load_catalog
@@ -203,13 +218,8 @@ def retrain_encoder(
     if manifest.kind != "transformer-lora":
         raise ValueError(f"{base_dir} holds a {manifest.kind} model: only a transformer adapts")
     tasks = sorted({Task(t) for t in feedback["task"]})
-    if len(tasks) != 1:
-        raise ValueError(
-            f"encoder adaptation learns one task at a time; the decisions name {[t.value for t in tasks]}"
-        )
-    task, names = tasks[0], list(LABELS[tasks[0]])
-    if task not in manifest.tasks:
-        raise ValueError(f"the model has no head for {task.value}")
+    if missing := [t.value for t in tasks if t not in manifest.tasks]:
+        raise ValueError(f"the model has no head for {', '.join(missing)}")
     if folds == 1 or folds < 0:
         raise ValueError("cross-validation needs at least 2 folds")
     scorer = TransformerScorer(base_dir, manifest, encoder_dir)
@@ -217,24 +227,32 @@ def retrain_encoder(
     base_state = network.trainable_state()
     catalog = load_catalog(data_dir)
     plans = task_plans(manifest.config)
-    plan = next(p for p in plans if p.task is task)
     rng = np.random.default_rng(options.seed)
 
     decisions = feedback.reset_index(drop=True)
-    labels = decisions["label"].map(names.index).to_numpy()
+    labels = np.array(
+        [LABELS[Task(t)].index(label) for t, label in zip(decisions["task"], decisions["label"], strict=True)]
+    )  # fmt: skip
     held = np.zeros(len(decisions), dtype=bool) if folds else held_out_mask(
         decisions["text"], options.held_out
     )  # fmt: skip
+    of_task = {task: (decisions["task"] == task.value).to_numpy() for task in tasks}
     keys = set(decisions["text"].map(dedup_key))
-    regular = catalog.select(task, "train", plan.train_sources)
-    regular = regular[~regular["text"].map(dedup_key).isin(keys)]
-    regular = regular.iloc[rng.permutation(len(regular))]
-    anchors = regular.iloc[: options.replay_rows]
-    anchor_rows = (list(anchors["text"]), anchors["label"].map(names.index).to_numpy())
-    # The texts the other heads must keep reading alike: in-domain ones the anchors leave, plus
-    # a sample of each other task's training data.
-    replay = list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
-    others = [t for t in manifest.tasks if t is not task]
+    anchor_rows, replay = {}, []
+    for task in tasks:
+        plan = next(p for p in plans if p.task is task)
+        regular = catalog.select(task, "train", plan.train_sources)
+        regular = regular[~regular["text"].map(dedup_key).isin(keys)]
+        regular = regular.iloc[rng.permutation(len(regular))]
+        anchors = regular.iloc[: options.replay_rows]
+        anchor_rows[task] = (
+            list(anchors["text"]),
+            anchors["label"].map(LABELS[task].index).to_numpy(),
+        )
+        # The texts the other heads must keep reading alike: ones the anchors leave, plus a
+        # sample of each other task's training data.
+        replay += list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
+    others = [t for t in manifest.tasks if t not in tasks]
     for other in others:
         rows = catalog.select(
             other, "train", next(p for p in plans if p.task is other).train_sources
@@ -247,13 +265,24 @@ def retrain_encoder(
 
     def adapt(train: np.ndarray) -> None:
         network.load_trainable_state(base_state)
-        mine = (list(decisions["text"][train]), labels[train])
-        adapt_encoder(network, tokenizer, task, mine, anchor_rows, replay_rows, adaptation)
+        mine = {
+            task: (list(decisions["text"][train & of_task[task]]), labels[train & of_task[task]])
+            for task in tasks
+        }
+        adapt_encoder(network, tokenizer, mine, anchor_rows, replay_rows, adaptation)
 
-    spec = manifest.tasks[task]
-    texts = list(decisions["text"])
-    before_labels = pd.Series(_labels(network, tokenizer, spec, task, texts))
-    sets = _evaluation_sets(catalog, task, decisions, held)
+    def decide(rows: np.ndarray) -> dict[int, str]:
+        """The current network's labels for these decision rows, each under its own task."""
+        decided: dict[int, str] = {}
+        for task in tasks:
+            index = np.flatnonzero(rows & of_task[task])
+            texts = list(decisions["text"].iloc[index])
+            labels_now = _labels(network, tokenizer, manifest.tasks[task], task, texts)
+            decided.update(zip(index.tolist(), labels_now, strict=True))
+        return decided
+
+    before_labels = pd.Series(decide(np.ones(len(decisions), dtype=bool)), dtype=object)
+    sets = _evaluation_sets(catalog, tasks, decisions, held)
     before = [
         _labels(network, tokenizer, manifest.tasks[t], t, list(rows["text"]), polar)
         for t, _, rows, _, polar in sets
@@ -262,15 +291,21 @@ def retrain_encoder(
     cross_validated: dict[str, float] = {}
     if folds:
         fold_of = text_buckets(decisions["text"]) % folds
-        out_of_fold = np.empty(len(decisions), dtype=object)
+        out_of_fold: dict[int, str] = {}
         for fold in range(folds):
             adapt(fold_of != fold)
-            index = np.flatnonzero(fold_of == fold)
-            out_of_fold[index] = _labels(network, tokenizer, spec, task, [texts[i] for i in index])
-        entry = cross_validation_report(
-            catalog, task, decisions, before_labels, pd.Series(out_of_fold), folds
-        )
-        report["cross_validation"] = {task.value: entry}
+            out_of_fold.update(decide(fold_of == fold))
+        report["cross_validation"] = {
+            task.value: cross_validation_report(
+                catalog,
+                task,
+                decisions[of_task[task]],
+                before_labels,
+                pd.Series(out_of_fold, dtype=object),
+                folds,
+            )
+            for task in tasks
+        }
         cross_validated = flat_cross_validation(report["cross_validation"])
     adapt(~held)
 
@@ -286,7 +321,7 @@ def retrain_encoder(
             "after": round(100 * official_metric(t, gold, new), 2),
         })  # fmt: skip
     for key, entries in comparison.items():
-        report[key] = {"adapted": key == task.value, "comparison": entries}
+        report[key] = {"adapted": Task(key) in tasks, "comparison": entries}
     refuse_drops(report, options.max_drop)
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -317,7 +352,7 @@ def retrain_encoder(
                 **manifest.config,
                 "feedback": {
                     "base": f"{manifest.name} {manifest.version}",
-                    "adapted": task.value,
+                    "adapted": [task.value for task in tasks],
                     **asdict(options),
                 },
             },
@@ -331,20 +366,22 @@ def retrain_encoder(
 
 
 def _evaluation_sets(
-    catalog: Catalog, task: Task, decisions: pd.DataFrame, held: np.ndarray
+    catalog: Catalog, tasks: Sequence[Task], decisions: pd.DataFrame, held: np.ndarray
 ) -> list[tuple[Task, str, pd.DataFrame, int, bool]]:
     """Every evaluation set as (task, name, rows, rows left out, polarity only): the adapted
-    task's sets less the texts that are decisions, and the held-out decisions."""
-    keys = decisions["text"].map(dedup_key)
+    tasks' sets less the texts that are decisions, and the held-out decisions of each task."""
+    keys = set(decisions["text"].map(dedup_key))
     sets = []
     for eval_task, source, split in EVALUATIONS:
         rows = catalog.select(eval_task, split, [source])
-        seen = rows["text"].map(dedup_key).isin(set(keys)) if eval_task is task else None
+        seen = rows["text"].map(dedup_key).isin(keys) if eval_task in tasks else None
         if seen is not None:
             rows = rows[~seen]
         if not rows.empty:
             left_out = int(seen.sum()) if seen is not None else 0
             sets.append((eval_task, f"{source}/{split}", rows, left_out, source == "sst2"))
-    if held.any():
-        sets.append((task, "feedback/held-out", decisions[held], 0, False))
+    for task in tasks:
+        mine = decisions[held & (decisions["task"] == task.value).to_numpy()]
+        if not mine.empty:
+            sets.append((task, "feedback/held-out", mine, 0, False))
     return sets

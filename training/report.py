@@ -132,7 +132,8 @@ of the same weights (`--parity`).
 
 def _refitted_tasks(manifest: Manifest) -> set[str]:
     if adapted := manifest.config.get("feedback", {}).get("adapted"):
-        return {str(adapted)}  # every task is compared after adapting, only this one learned
+        # Every task is compared after adapting; only these learned (one name before 0.6).
+        return {adapted} if isinstance(adapted, str) else set(adapted)
     # Feedback metrics are keyed task/set/when.
     return {key.split("/")[0] for key in manifest.metrics.get("feedback", {})} | {
         key.split("/")[0] for key in manifest.metrics.get(CROSS_VALIDATED, {})
@@ -210,7 +211,8 @@ def build_model_card(
         if refitted and refitted.get("encoder_steps"):
             details.append(
                 f"- encoder adapted from `{refitted['base']}` by `commentdesk train --feedback` "
-                f"for {refitted['adapted']}: {refitted['encoder_steps']} steps of LoRA training "
+                f"for {', '.join(sorted(_refitted_tasks(manifest)))}: "
+                f"{refitted['encoder_steps']} steps of LoRA training "
                 "on its decisions and weak labels while the other heads' outputs were distilled "
                 "from the base model; those heads recalibrated on their validation splits"
             )
