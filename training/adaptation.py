@@ -91,9 +91,9 @@ def adapt_encoder(
     """Train ``network`` in place on the tasks of ``decisions``; returns the running loss every
     20 steps.
 
-    Each step, per adapted task: ``batch_size`` decisions and as many anchoring rows
-    (class-weighted cross-entropy); and ``batch_size`` replayed texts whose other-task logits
-    are pulled toward the teacher's (KL at ``distill_temperature``, Hinton et al. 2015).
+    Each step, per adapted task: ``batch_size`` decisions, as many anchoring rows
+    (class-weighted cross-entropy), and as many replayed texts whose other-task logits are
+    pulled toward the teacher's (KL at ``distill_temperature``, Hinton et al. 2015).
     """
     rng = np.random.default_rng(options.seed)
     torch.manual_seed(options.seed)
@@ -139,7 +139,7 @@ def adapt_encoder(
             gold[task] = torch.as_tensor(
                 np.concatenate([decisions[task][1][own], anchors[task][1][anchor]])
             )
-        kept = rng.integers(0, len(replay_texts), size=b)
+        kept = rng.integers(0, len(replay_texts), size=b * len(tasks))
         pooled = network.pool(
             **encode(tokenizer, texts + [replay_texts[i] for i in kept], max_length)
         )
@@ -249,9 +249,11 @@ def retrain_encoder(
             list(anchors["text"]),
             anchors["label"].map(LABELS[task].index).to_numpy(),
         )
-        # The texts the other heads must keep reading alike: ones the anchors leave, plus a
-        # sample of each other task's training data.
+        # The texts the other heads must keep reading alike: ones the anchors leave, the
+        # decisions' own, and a sample of each other task's training data.
         replay += list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
+    # The decisions' own texts too: a head that did not learn from them must read them alike.
+    replay += list(dict.fromkeys(decisions["text"]))
     others = [t for t in manifest.tasks if t not in tasks]
     for other in others:
         rows = catalog.select(

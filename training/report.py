@@ -155,9 +155,11 @@ def _question_sentence(
         f"{task.value} on `{dataset}`: {100 * out:.1f} cross-validated, {100 * inside:.1f} in-sample"
         for task, dataset, inside, out in cross_validated
     )
+    tasks = ", ".join(sorted({task.value for task, *_ in cross_validated}))
     return (
-        f"{weak} and, in this version, from the labels of brand_comments dev too, as the data "
-        "README allows for this head. For a set the heads were fitted on, the figure and "
+        f"{weak}. In this version the encoder and heads also learned from brand_comments dev's "
+        f"labels ({tasks}; the data README allows it for the question head). For a set the "
+        "model was fitted on, the figure and "
         "confusion matrix below are out-of-fold: each fold of the set decided by a model "
         "retrained without it (`commentdesk train --feedback FILE --folds K`, computed with the PyTorch "
         f"runtime of the same weights), never the in-sample figure ({rows})."
