@@ -49,8 +49,8 @@ model: install
 
 brand-model: install
 	mkdir -p build
-	$(VENV)/bin/commentdesk data labels brand_comments/dev --task question -o build/brand-dev-questions.jsonl
-	$(VENV)/bin/commentdesk train --feedback build/brand-dev-questions.jsonl --folds 5 --version 0.5.1 --set feedback.encoder_steps=200 \
+	$(VENV)/bin/commentdesk data labels brand_comments/dev --task question --task sentiment -o build/brand-dev-labels.jsonl
+	$(VENV)/bin/commentdesk train --feedback build/brand-dev-labels.jsonl --folds 5 --version 0.6.0 --set feedback.encoder_steps=200 \
 		--model-dir artifacts/minilm --output-dir artifacts/minilm-brand
 
 model-card: install

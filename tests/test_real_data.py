@@ -44,8 +44,8 @@ def test_official_split_sizes(catalog: Catalog) -> None:
 
 # Each committed model against the bars it was accepted on (issue 2 for the baseline; the
 # issue 3 bars the MiniLM models meet, scored by the int8 ONNX runtime that serves them). The
-# served default's encoder was adapted to brand_comments dev's questions: its figure there is
-# the cross-validated one from its manifest, as `commentdesk evaluate` reports it.
+# served default's encoder was adapted to brand_comments dev's question and sentiment labels: its
+# figures there are the cross-validated ones from its manifest, as `commentdesk evaluate` reports.
 MINILM_BARS = {
     (Task.SENTIMENT, "tweeteval-sentiment/test"): 0.68,
     (Task.OFFENSIVE, "tweeteval-offensive/test"): 0.79,
@@ -60,7 +60,8 @@ COMMITTED_BARS = {
         (Task.QUESTION, "brand_comments/dev"): 0.70,
     },
     PUBLIC_MODEL_DIR: MINILM_BARS,
-    DEFAULT_MODEL_DIR: MINILM_BARS | {(Task.QUESTION, "brand_comments/dev"): 0.82},
+    DEFAULT_MODEL_DIR: MINILM_BARS
+    | {(Task.QUESTION, "brand_comments/dev"): 0.81, (Task.SENTIMENT, "brand_comments/dev"): 0.72},
 }
 
 
