@@ -157,7 +157,7 @@ def _question_sentence(
     )
     tasks = ", ".join(sorted({task.value for task, *_ in cross_validated}))
     return (
-        f"{weak}. In this version the encoder and heads also learned from brand_comments dev's "
+        f"{weak}. This version also learned from brand_comments dev's "
         f"labels ({tasks}; the data README allows it for the question head). For a set the "
         "model was fitted on, the figure and "
         "confusion matrix below are out-of-fold: each fold of the set decided by a model "
