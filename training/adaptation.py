@@ -143,15 +143,16 @@ def adapt_encoder(
         pooled = network.pool(
             **encode(tokenizer, texts + [replay_texts[i] for i in kept], max_length)
         )
-        loss = sum(
-            nn.functional.cross_entropy(
-                network.heads[task.value](pooled[2 * b * k : 2 * b * (k + 1)]),
-                gold[task],
-                weight=weights[task],
-            )
-            for k, task in enumerate(tasks)
-        )
-        assert isinstance(loss, torch.Tensor)
+        loss = torch.stack(
+            [
+                nn.functional.cross_entropy(
+                    network.heads[task.value](pooled[2 * b * k : 2 * b * (k + 1)]),
+                    gold[task],
+                    weight=weights[task],
+                )
+                for k, task in enumerate(tasks)
+            ]
+        ).sum()
         replayed = pooled[len(texts) :]
         for other in others:
             student = nn.functional.log_softmax(network.heads[other.value](replayed) / t, dim=1)
@@ -249,10 +250,10 @@ def retrain_encoder(
             list(anchors["text"]),
             anchors["label"].map(LABELS[task].index).to_numpy(),
         )
-        # The texts the other heads must keep reading alike: ones the anchors leave, the
-        # decisions' own, and a sample of each other task's training data.
+        # The texts the other heads must keep reading alike: ones the anchors leave, ...
         replay += list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
-    # The decisions' own texts too: a head that did not learn from them must read them alike.
+    # ... the decisions' own (a head that does not learn from them must read them alike), and a
+    # sample of each other task's training data.
     replay += list(dict.fromkeys(decisions["text"]))
     others = [t for t in manifest.tasks if t not in tasks]
     for other in others:
