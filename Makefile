@@ -51,7 +51,7 @@ brand-model: install
 	mkdir -p build
 	$(VENV)/bin/commentdesk data labels brand_comments/dev --task question --task sentiment -o build/brand-dev-labels.jsonl
 	$(VENV)/bin/commentdesk train --feedback build/brand-dev-labels.jsonl --folds 5 --version 0.6.0 --set feedback.encoder_steps=200 \
-		--model-dir artifacts/minilm --output-dir artifacts/minilm-brand
+		--model-dir artifacts/minilm --output-dir artifacts/minilm-brand --out-of-fold build/brand-dev-out-of-fold.jsonl
 
 model-card: install
 	$(VENV)/bin/commentdesk evaluate --artifact artifacts/baseline --card docs/model-card-baseline.md

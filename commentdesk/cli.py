@@ -305,6 +305,13 @@ def train(
     version: Annotated[
         str | None, typer.Option(help="With --feedback: the new version (default: derived).")
     ] = None,
+    out_of_fold: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --folds and feedback.encoder_steps: write each decision text's out-of-fold "
+            "probabilities of every task and its embedding here (JSON lines)."
+        ),
+    ] = None,
     model_dir: ModelDirOption = None,
 ) -> None:
     """Train a model from an experiment config, or a new version of one from moderator feedback."""
@@ -318,12 +325,15 @@ def train(
 
     if (config is None) == (feedback is None):
         _fail("give either --config (train from scratch) or --feedback (a new version)")
-    if feedback is None and (folds or version):
-        _fail("--folds and --version go with --feedback (a --config sets its own version)")
+    if feedback is None and (folds or version or out_of_fold):
+        _fail(
+            "--folds, --version and --out-of-fold go with --feedback "
+            "(a --config sets its own version)"
+        )
     try:
         if feedback is not None:
             _train_on_feedback(
-                feedback, set_ or [], output_dir, data_dir, model_dir, folds, version
+                feedback, set_ or [], output_dir, data_dir, model_dir, folds, version, out_of_fold
             )
             return
         assert config is not None
@@ -359,6 +369,7 @@ def _train_on_feedback(
     model_dir: Path | None,
     folds: int,
     version: str | None,
+    out_of_fold: Path | None,
 ) -> None:
     from dataclasses import asdict
 
@@ -388,6 +399,7 @@ def _train_on_feedback(
             sha256_file(path),
             folds=folds,
             version=version,
+            predictions_file=out_of_fold,
         )
     except FeedbackRegression as exc:
         _print_comparison(exc.report)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from commentdesk.cli import app as cli
 from model.artifact import read_manifest, sha256_file
-from model.scorer import TransformerScorer
-from model.tasks import Task
+from model.scorer import TransformerScorer, decide_rows
+from model.tasks import LABELS, Task
 from training.adaptation import AdaptationOptions, adapt_encoder, teacher_logits
 from training.evaluate import CROSS_VALIDATED
 from training.feedback import FeedbackOptions, load_feedback, retrain_heads
@@ -126,15 +128,32 @@ def test_adapting_to_two_tasks_at_once_cross_validates_each(
     retrain_heads(
         tiny_transformer_dir, load_feedback(path), synthetic_data_dir, output,
         FeedbackOptions(encoder_steps=3, replay_rows=40, max_drop=100.0), sha256_file(path),
-        tiny_encoder_dir, folds=2,
+        tiny_encoder_dir, folds=2, predictions_file=tmp_path / "out-of-fold.jsonl",
     )  # fmt: skip
     manifest = read_manifest(output)
     assert manifest.config["feedback"]["adapted"] == ["question", "sentiment"]
     report = json.loads((output / "feedback-report.json").read_text())
+    # One out-of-fold row per text: every head's probabilities and a unit embedding.
+    predicted = [json.loads(line) for line in (tmp_path / "out-of-fold.jsonl").open()]
+    assert len({row["text"] for row in predicted}) == len(predicted) == brand
+    base = read_manifest(tiny_transformer_dir)
+    for row in predicted:
+        assert set(row["scores"]) == {task.value for task in base.tasks}
+        assert all(abs(sum(p.values()) - 1) < 1e-4 for p in row["scores"].values())
+        assert abs(np.linalg.norm(row["embedding"]) - 1) < 1e-4
     for task in ("question", "sentiment"):
         folded = report["cross_validation"][task]["brand_comments/dev"]
         assert folded["rows"] == brand and folded["folds"] == 2
         assert sum(sum(row.values()) for row in folded["confusion"].values()) == brand
+        # The file's probabilities decide exactly the labels the out-of-fold figure counts.
+        spec = base.tasks[Task(task)]
+        probabilities = np.array([list(row["scores"][task].values()) for row in predicted])
+        decided = Counter(decide_rows(Task(task), probabilities, spec.threshold).tolist())
+        counted = {
+            label: sum(row[label] for row in folded["confusion"].values())
+            for label in LABELS[Task(task)]
+        }
+        assert decided == Counter({k: v for k, v in counted.items() if v})
         assert report[task]["adapted"]
         # Both adapted tasks' brand dev sets are measured out of fold only.
         assert "brand_comments/dev" not in {row["set"] for row in report[task]["comparison"]}
@@ -144,3 +163,21 @@ def test_adapting_to_two_tasks_at_once_cross_validates_each(
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert {"heads.question.1.weight", "heads.sentiment.1.weight"} <= moved
     assert not any(name.startswith("heads.offensive") for name in moved)
+
+
+@pytest.mark.parametrize(("steps", "folds"), [(3, 0), (0, 2)])
+def test_out_of_fold_predictions_need_folds_and_an_adapting_encoder(
+    tiny_transformer_dir: Path,
+    synthetic_data_dir: Path,
+    brand_question_labels: Path,
+    tmp_path: Path,
+    steps: int,
+    folds: int,
+) -> None:
+    with pytest.raises(ValueError, match="out-of-fold predictions"):
+        retrain_heads(
+            tiny_transformer_dir, load_feedback(brand_question_labels), synthetic_data_dir,
+            tmp_path / "out", FeedbackOptions(encoder_steps=steps), "hash", folds=folds,
+            predictions_file=tmp_path / "out-of-fold.jsonl",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out-of-fold.jsonl").exists()

@@ -201,6 +201,7 @@ def retrain_encoder(
     encoder_dir: Path | None = None,
     folds: int = 0,
     version: str | None = None,
+    predictions_file: Path | None = None,
 ) -> Manifest:
     """A new version of a transformer model whose encoder learned the decisions' tasks.
 
@@ -209,7 +210,9 @@ def retrain_encoder(
     validation data, every evaluation set is compared before and after, and one losing more
     than ``max_drop`` points refuses the model. With ``folds`` >= 2, each fold of the decisions
     (by text, so a comment labelled for two tasks stays in one fold) is first decided by an
-    encoder adapted without it.
+    encoder adapted without it; ``predictions_file`` then receives, as JSON lines, each
+    decision text's out-of-fold probabilities of every task and its embedding (what a measure
+    built on the served scores, such as reply suggestions, needs to stay out-of-sample).
     """
     from model.scorer import TransformerScorer
     from training.catalog import load_catalog
@@ -223,6 +226,8 @@ def retrain_encoder(
         raise ValueError(f"the model has no head for {', '.join(missing)}")
     if folds == 1 or folds < 0:
         raise ValueError("cross-validation needs at least 2 folds")
+    if predictions_file is not None and not folds:
+        raise ValueError("out-of-fold predictions need cross-validation (folds >= 2)")
     scorer = TransformerScorer(base_dir, manifest, encoder_dir)
     network, tokenizer = scorer.network, scorer.tokenizer
     base_state = network.trainable_state()
@@ -274,17 +279,39 @@ def retrain_encoder(
         }
         adapt_encoder(network, tokenizer, mine, anchor_rows, replay_rows, adaptation)
 
-    def decide(rows: np.ndarray) -> dict[int, str]:
-        """The current network's labels for these decision rows, each under its own task."""
+    def predict(rows: np.ndarray) -> tuple[dict[int, str], list[dict[str, Any]]]:
+        """The current network's label for each of these decision rows (under its own task),
+        and every head's probabilities and the unit-length embedding of each of their texts."""
+        texts = list(dict.fromkeys(decisions["text"][rows]))
+        position = {text: i for i, text in enumerate(texts)}
+        vectors = pooled_vectors(network, tokenizer, texts, 64)
+        with torch.inference_mode():
+            pooled = torch.as_tensor(vectors)
+            probabilities = {
+                t: calibrated(network.heads[t.value](pooled).float().numpy(), spec)
+                for t, spec in manifest.tasks.items()
+            }
         decided: dict[int, str] = {}
         for task in tasks:
             index = np.flatnonzero(rows & of_task[task])
-            texts = list(decisions["text"].iloc[index])
-            labels_now = _labels(network, tokenizer, manifest.tasks[task], task, texts)
-            decided.update(zip(index.tolist(), labels_now, strict=True))
-        return decided
+            mine = probabilities[task][[position[t] for t in decisions["text"].iloc[index]]]
+            chosen = decide_rows(task, mine, manifest.tasks[task].threshold)
+            decided.update(zip(index.tolist(), chosen.tolist(), strict=True))
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        predictions = [
+            {
+                "text": text,
+                "scores": {
+                    t.value: dict(zip(LABELS[t], p[i].round(6).tolist(), strict=True))
+                    for t, p in probabilities.items()
+                },
+                "embedding": unit[i].round(6).tolist(),
+            }
+            for i, text in enumerate(texts)
+        ]
+        return decided, predictions
 
-    before_labels = pd.Series(decide(np.ones(len(decisions), dtype=bool)), dtype=object)
+    before_labels = pd.Series(predict(np.ones(len(decisions), dtype=bool))[0], dtype=object)
     sets = _evaluation_sets(catalog, tasks, decisions, held)
     before = [
         _labels(network, tokenizer, manifest.tasks[t], t, list(rows["text"]), polar)
@@ -295,9 +322,16 @@ def retrain_encoder(
     if folds:
         fold_of = text_buckets(decisions["text"]) % folds
         out_of_fold: dict[int, str] = {}
+        predictions: list[dict[str, Any]] = []
         for fold in range(folds):
             adapt(fold_of != fold)
-            out_of_fold.update(decide(fold_of == fold))
+            decided, predicted = predict(fold_of == fold)
+            out_of_fold.update(decided)
+            predictions += predicted
+        if predictions_file is not None:
+            predictions_file.parent.mkdir(parents=True, exist_ok=True)
+            with predictions_file.open("w", encoding="utf-8") as out:
+                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
         report["cross_validation"] = {
             task.value: cross_validation_report(
                 catalog,

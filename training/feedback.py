@@ -426,6 +426,7 @@ def retrain_heads(
     encoder_dir: Path | None = None,
     folds: int = 0,
     version: str | None = None,
+    predictions_file: Path | None = None,
 ) -> Manifest:
     """A new version of a transformer model whose heads learned from moderator decisions.
 
@@ -437,7 +438,8 @@ def retrain_heads(
     With ``folds`` >= 2 the decisions are first cross-validated, then all of them are fitted
     (no held-out share); the out-of-fold figures go into the report and the manifest's metrics,
     where ``commentdesk evaluate`` reports them for the evaluation sets the decisions cover.
-    With ``options.encoder_steps`` the encoder adapts too (``training.adaptation``).
+    With ``options.encoder_steps`` the encoder adapts too (``training.adaptation``, which also
+    writes ``predictions_file``).
     """
     from safetensors.torch import load_file, save_file
 
@@ -448,8 +450,10 @@ def retrain_heads(
 
         return retrain_encoder(
             base_dir, feedback, data_dir, output_dir, options, feedback_hash, encoder_dir, folds,
-            version,
+            version, predictions_file,
         )  # fmt: skip
+    if predictions_file is not None:
+        raise ValueError("out-of-fold predictions are written when the encoder adapts")
     if folds == 1 or folds < 0:
         raise ValueError("cross-validation needs at least 2 folds")
     if folds:
