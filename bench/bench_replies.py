@@ -10,10 +10,13 @@ With --gold-labels the question and sentiment probabilities of each dev comment 
 its gold labels (one-hot): the ranking's ceiling when the classifiers are right.
 
 The default model is artifacts/minilm, which never saw brand_comments dev: the served default
-(artifacts/minilm-brand) has its question head fitted on that set, so its figure here would be
-in-sample for questions.
+(artifacts/minilm-brand) learned that set's question and sentiment labels, so its own figure here
+would be in-sample. With --out-of-fold FILE (written by `make brand-model`), each dev comment's
+scores and embedding come instead from the cross-validation fold model that never saw it (the
+served model still embeds the templates): the out-of-sample figure for that model.
 
-Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N] [--gold-labels]
+Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N]
+    [--gold-labels | --out-of-fold FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +36,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from commentdesk.settings import PUBLIC_MODEL_DIR, Settings, default_data_dir
-from model.scorer import load_scorer
+from model.scorer import Embedder, load_scorer
 from service.app import embedder_factory
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.db.tables import ReplyTemplate
 from service.replies import ReplySuggester, load_defaults
 from service.scoring import prediction_fields
 from service.templates import Intent
+
+
+class OutOfFoldEmbedder:
+    """Embeds texts with the served model, except those with an out-of-fold embedding."""
+
+    def __init__(self, served: Embedder, known: dict[str, list[float]]):
+        self.served, self.known = served, known
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if all(t in self.known for t in texts):
+            return np.array([self.known[t] for t in texts], dtype=np.float32)
+        return self.served.embed(texts)
 
 
 def expected_intent(item: dict[str, object]) -> Intent | None:
@@ -55,7 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", type=Path, default=PUBLIC_MODEL_DIR)
     parser.add_argument("--comments", type=int, default=200)
-    parser.add_argument("--gold-labels", action="store_true")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--gold-labels", action="store_true")
+    labels.add_argument("--out-of-fold", type=Path)
     args = parser.parse_args()
     data_dir = default_data_dir()
     if data_dir is None:
@@ -71,6 +89,13 @@ def main() -> None:
     scorer = load_scorer(args.model_dir)
     # The embedder the service would use with this model (the ONNX model's own, or MiniLM).
     embedder = embedder_factory(Settings(model_dir=args.model_dir), scorer)()
+    out_of_fold = {}
+    if args.out_of_fold:
+        out_of_fold = {
+            row["text"]: row for row in map(json.loads, args.out_of_fold.open(encoding="utf-8"))
+        }
+        if missing := [d["text"] for d in dev if d["text"] not in out_of_fold]:
+            sys.exit(f"{args.out_of_fold} lacks {len(missing)} dev comments")
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/replies.db"
@@ -109,8 +134,14 @@ def main() -> None:
             # Quality with the default library only.
             session.query(ReplyTemplate).filter(ReplyTemplate.name.like("extra %")).delete()
             session.commit()
-            suggester = ReplySuggester(lambda: embedder)
             dev_fields = [prediction_fields(p) for p in scorer.predict([d["text"] for d in dev])]
+            if out_of_fold:
+                known = {text: row["embedding"] for text, row in out_of_fold.items()}
+                suggester = ReplySuggester(lambda: OutOfFoldEmbedder(embedder, known))
+                for item, f in zip(dev, dev_fields, strict=True):
+                    f["scores"] = out_of_fold[item["text"]]["scores"]
+            else:
+                suggester = ReplySuggester(lambda: embedder)
             if args.gold_labels:
                 for item, f in zip(dev, dev_fields, strict=True):
                     q = float(item["question"])
@@ -130,7 +161,7 @@ def main() -> None:
                 hits += want.value in top.template.intents
                 confusion[(want.value, "/".join(top.template.intents))] += 1
             print(
-                f"\ntop-1 template answers the gold intent: {hits}/{total} = {hits / total:.1%} (model {scorer.name} {scorer.version}{', gold question/sentiment labels' if args.gold_labels else ''})"
+                f"\ntop-1 template answers the gold intent: {hits}/{total} = {hits / total:.1%} (model {scorer.name} {scorer.version}{', gold question/sentiment labels' if args.gold_labels else ''}{', out-of-fold scores and embeddings' if out_of_fold else ''})"
             )
             print("gold intent -> top-1 template intents: count")
             for (want, got), count in sorted(confusion.items()):
