@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,25 +28,46 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_OUTPUT = "embedding"
+# What one session call costs beyond its rows, in padded tokens' worth of model work, as
+# measured on a 2-core machine by bench/buckets.py (docs/benchmarks.md).
+CALL_OVERHEAD_TOKENS = 16.0
 
 
 def logits_output(task: Task) -> str:
     return f"logits_{task.value}"
 
 
-def buckets(lengths: Sequence[int], max_rows: int, max_tokens: int) -> Iterator[np.ndarray]:
-    """Indices grouped by similar length: at most ``max_rows`` rows and ``max_tokens`` padded
-    tokens per group (a single longer row still gets its own group)."""
+def buckets(
+    lengths: Sequence[int], max_rows: int, max_tokens: int, overhead_tokens: float = 0.0
+) -> list[np.ndarray]:
+    """Indices grouped by similar length, at the least cost: each group is padded to its longest
+    row and each session call costs ``overhead_tokens`` padded tokens' worth more. At most
+    ``max_rows`` rows and ``max_tokens`` padded tokens per group (a single longer row still gets
+    its own group).
+
+    Cutting the length-sorted rows into equal runs wastes a fifth of the work on padding for the
+    8-16 comments a server call holds; the cheapest cut is found exactly by dynamic programming
+    over the sorted order (the best cut of the first ``end`` rows ends in a group of 1 to
+    ``max_rows`` rows), linear in the number of rows.
+    """
     order = np.argsort(lengths, kind="stable")
-    group: list[int] = []
-    for index in order:
-        longest = lengths[index]  # sorted ascending: the newest row is the longest
-        if group and (len(group) >= max_rows or (len(group) + 1) * longest > max_tokens):
-            yield np.array(group)
-            group = []
-        group.append(int(index))
-    if group:
-        yield np.array(group)
+    ordered = [int(lengths[i]) for i in order]
+    cost = [0.0] + [float("inf")] * len(ordered)
+    cut = [0] * (len(ordered) + 1)  # where the last group of the best cut of the first rows starts
+    for end in range(1, len(ordered) + 1):
+        longest = ordered[end - 1]  # sorted ascending: the group's last row is its longest
+        for rows in range(1, min(max_rows, end) + 1):
+            if rows > 1 and rows * longest > max_tokens:
+                break
+            total = cost[end - rows] + rows * longest + overhead_tokens
+            if total < cost[end]:
+                cost[end], cut[end] = total, end - rows
+    groups = []
+    end = len(ordered)
+    while end:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
 
 
 class OnnxScorer(ArrayScorer):
@@ -60,6 +81,7 @@ class OnnxScorer(ArrayScorer):
         threads: int = 0,
         max_rows: int = 8,
         max_tokens: int = 4096,
+        overhead_tokens: float = CALL_OVERHEAD_TOKENS,
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -94,6 +116,7 @@ class OnnxScorer(ArrayScorer):
         self.name, self.version = manifest.name, manifest.version
         self.tasks = tuple(manifest.tasks)
         self.max_rows, self.max_tokens = max_rows, max_tokens
+        self.overhead_tokens = overhead_tokens
         self._outputs = [logits_output(task) for task in self.tasks] + [EMBEDDING_OUTPUT]
         self.predict(["warm-up: the first call allocates the session's buffers"])
 
@@ -113,9 +136,11 @@ class OnnxScorer(ArrayScorer):
             )
             return result
 
-        # Enough groups to keep every worker busy, even for a handful of comments.
+        # Enough groups to keep every worker busy, even for a handful of comments; the costliest
+        # first, so the workers finish together.
         rows = max(1, min(self.max_rows, -(-len(texts) // self.workers)))
-        groups = list(buckets(lengths, rows, self.max_tokens))
+        groups = buckets(lengths, rows, self.max_tokens, self.overhead_tokens)
+        groups.sort(key=lambda group: -len(group) * lengths[group[-1]])
         results = list(self._pool.map(run, groups))
         back_to_input_order = np.argsort(np.concatenate(groups))
         merged = [

@@ -32,7 +32,7 @@ TEXTS = [
 
 def test_buckets_cover_every_row_once_within_limits() -> None:
     lengths = [5, 60, 7, 5, 30, 61, 2, 9]
-    groups = list(buckets(lengths, max_rows=3, max_tokens=100))
+    groups = buckets(lengths, max_rows=3, max_tokens=100, overhead_tokens=20)
     flat = sorted(int(i) for group in groups for i in group)
     assert flat == list(range(len(lengths)))
     for group in groups:
@@ -40,6 +40,38 @@ def test_buckets_cover_every_row_once_within_limits() -> None:
         assert len(group) == 1 or len(group) * max(lengths[i] for i in group) <= 100
     # Sorted by length: no group mixes the shortest and the longest rows.
     assert not any({6, 5} <= {int(i) for i in group} for group in groups)
+
+
+def _cost(lengths: list[int], groups: list[list[int]], overhead: float) -> float:
+    return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+
+def _every_cut(items: list[int], max_rows: int) -> list[list[list[int]]]:
+    """Every way to cut ``items`` into consecutive groups of at most ``max_rows``."""
+    if not items:
+        return [[]]
+    return [
+        [items[:size], *rest]
+        for size in range(1, min(max_rows, len(items)) + 1)
+        for rest in _every_cut(items[size:], max_rows)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_buckets_find_the_cheapest_cut(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = [int(x) for x in rng.integers(3, 64, size=int(rng.integers(1, 11)))]
+    overhead = float(rng.choice([0.0, 8.0, 16.0, 1000.0]))
+    groups = [[int(i) for i in g] for g in buckets(lengths, 4, 10_000, overhead)]
+    order = [int(i) for i in np.argsort(lengths, kind="stable")]
+    cheapest = min(_cost(lengths, cut, overhead) for cut in _every_cut(order, 4))
+    assert _cost(lengths, groups, overhead) == cheapest
+    # No overhead: nothing is worth padding, so equal lengths aside every row runs alone.
+    if overhead == 0.0:
+        assert all(len({lengths[i] for i in g}) == 1 for g in groups)
+    # A huge overhead: as few calls as the row limit allows.
+    if overhead == 1000.0:  # more than all the padding there can be
+        assert len(groups) == -(-len(lengths) // 4)
 
 
 def test_training_builds_the_onnx_export(tiny_transformer_dir: Path) -> None:
