@@ -30,7 +30,7 @@ TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_OUTPUT = "embedding"
 # What one session call costs beyond its rows, in padded tokens' worth of model work, as
 # measured on a 2-core machine by bench/buckets.py (docs/benchmarks.md).
-CALL_OVERHEAD_TOKENS = 16.0
+CALL_OVERHEAD_TOKENS = 4.0
 
 
 def logits_output(task: Task) -> str:
