@@ -150,8 +150,9 @@ def test_train_command_checks_its_arguments(
         cli, ["train", "--feedback", str(path), "--config", "configs/baseline.toml"]
     )
     assert both.exit_code == 2 and "either --config" in both.output
-    folds = runner.invoke(cli, ["train", "--config", "configs/baseline.toml", "--folds", "5"])
-    assert folds.exit_code == 2 and "--folds and --version go with --feedback" in folds.output
+    for option, value in (("--folds", "5"), ("--out-of-fold", str(tmp_path / "oof.jsonl"))):
+        alone = runner.invoke(cli, ["train", "--config", "configs/baseline.toml", option, value])
+        assert alone.exit_code == 2 and "--out-of-fold go with --feedback" in alone.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "task": "question", "label": "maybe"}\n', encoding="utf-8")
     args = ["--model-dir", str(tiny_model_dir), "--data-dir", str(synthetic_data_dir)]
