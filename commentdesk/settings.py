@@ -18,8 +18,7 @@ from model.scorer import Runtime
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The served default: the multi-task MiniLM with its encoder also adapted to brand_comments dev's
 # question and sentiment labels (cross-validated); PUBLIC_MODEL_DIR is the same network before
-# that step, which never saw
-# brand_comments dev (for benchmarks that use that set as data).
+# that step, which never saw brand_comments dev (for benchmarks that use that set as data).
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "artifacts" / "minilm-brand"
 PUBLIC_MODEL_DIR = PROJECT_ROOT / "artifacts" / "minilm"
 BASELINE_MODEL_DIR = PROJECT_ROOT / "artifacts" / "baseline"
