@@ -93,9 +93,9 @@ def weight_consumers(
 
 def input_statistics(
     model: onnx.ModelProto, texts: list[str], tokenizer: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per input channel of every constant-weight MatMul: mean and largest absolute value over
-    the real (unpadded) tokens of the calibration texts."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For the input of every constant-weight MatMul, over the real (unpadded) tokens of the
+    calibration texts: each channel's mean and largest absolute value, and the Gram matrix."""
     import onnxruntime as ort
     from onnx import helper
 
@@ -107,6 +107,7 @@ def input_statistics(
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     sums: dict[str, np.ndarray] = {}
     peaks: dict[str, np.ndarray] = {}
+    grams: dict[str, np.ndarray] = {}
     count = 0
     for start in range(0, len(texts), 32):
         encoded = tokenizer(
@@ -119,7 +120,8 @@ def input_statistics(
             rows = value[mask]
             sums[name] = sums.get(name, 0) + rows.sum(axis=0)
             peaks[name] = np.maximum(peaks.get(name, 0), np.abs(rows).max(axis=0))
-    return {name: (sums[name] / count, peaks[name]) for name in names}
+            grams[name] = grams.get(name, 0) + rows.astype(np.float64).T @ rows
+    return {name: (sums[name] / count, peaks[name], grams[name]) for name in names}
 
 
 def smooth_matmul_inputs(
@@ -166,11 +168,29 @@ def per_column_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
 
 
+def gptq_int8(weight: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column int8 weights rounded by GPTQ: each input row in turn is rounded and its error
+    is spread over the rows not yet rounded, weighted by the inputs' inverse Gram matrix, so the
+    layer's output error (not the weights' error) is what is kept small."""
+    _, scale = per_column_int8(weight)
+    h = gram + 0.01 * np.mean(np.diag(gram)) * np.eye(len(gram))
+    inverse = np.linalg.cholesky(np.linalg.inv(h)).T  # upper factor of H^-1
+    remaining = weight.astype(np.float64).copy()
+    quantized = np.zeros(weight.shape, dtype=np.int8)
+    for k in range(len(remaining)):
+        levels = np.clip(np.round(remaining[k] / scale), -127, 127)
+        quantized[k] = levels
+        error = (remaining[k] - levels * scale) / inverse[k, k]
+        remaining[k + 1 :] -= np.outer(inverse[k, k + 1 :], error)
+    return quantized, scale
+
+
 def quantize_per_token(
     model: onnx.ModelProto,
     asymmetric: bool = False,
     skip: tuple[str, ...] = (),
     means: dict[str, np.ndarray] | None = None,
+    grams: dict[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """int8 MatMulInteger with one activation scale per token row and one weight scale per column.
 
@@ -224,7 +244,9 @@ def quantize_per_token(
         for j, node in enumerate(nodes):
             init = initializers[node.input[1]]
             weight = numpy_helper.to_array(init).astype(np.float32)
-            wq, wscale = per_column_int8(weight)
+            wq, wscale = (
+                per_column_int8(weight) if grams is None else gptq_int8(weight, grams[name])
+            )
             graph.initializer.remove(init)
             graph.initializer.extend(
                 [
@@ -334,16 +356,18 @@ def main() -> None:
         asymmetric: bool = False,
         skip: tuple[str, ...] = (),
         correct: bool = False,
+        gptq: bool = False,
     ) -> Callable[[], onnx.ModelProto]:
         def build() -> onnx.ModelProto:
             model = fresh()
             if alpha is not None:
                 model = smooth_matmul_inputs(model, calibration, reference.tokenizer, alpha)
-            means = None
-            if correct:
+            means = grams = None
+            if correct or gptq:
                 stats = input_statistics(model, calibration, reference.tokenizer)
-                means = {name: mean for name, (mean, _) in stats.items()}
-            quantized = quantize_per_token(model, asymmetric, skip, means)
+                means = {name: mean for name, (mean, _, _) in stats.items()} if correct else None
+                grams = {name: gram for name, (_, _, gram) in stats.items()} if gptq else None
+            quantized = quantize_per_token(model, asymmetric, skip, means, grams)
             if skip:
                 quantized = quantize_linear_nbits(quantized)
             quantize_embeddings_per_row(quantized)
@@ -388,6 +412,7 @@ def main() -> None:
         *[(f"smoothed dynamic int8, alpha {a}", smoothed(a)) for a in (0.5, 0.65, 0.8)],
         *[(f"per-token int8, smoothing {a}", per_token(a)) for a in (None, 0.5, 0.8)],
         *[(f"per-token int8, bias-corrected, smoothing {a}", per_token(a, correct=True)) for a in (None, 0.3, 0.5)],
+        *[(f"per-token int8, GPTQ weights, smoothing {a}", per_token(a, gptq=True)) for a in (None, 0.5)],
         ("fp32 compute, per-column int8 weights (simulated)", weights_only),
         *[(f"per-token int8 except {k[0]}", per_token(None, skip=k)) for k in (("self/",), ("attention/output",), ("intermediate",), tuple(f"layer.{i}/output/dense" for i in range(6)))],
         *[(f"per-token int8 except layer {k}", per_token(None, skip=(f"layer.{k}/",))) for k in range(6)],
