@@ -208,11 +208,12 @@ def quantize_per_token(
         for name, value, dtype in [
             ("q_step", 1 / 255 if asymmetric else 1 / 127, np.float32),
             ("q_floor", 1e-8, np.float32),
-            ("q_offset", 128.0, np.float32),
             ("q_zero", 0 if asymmetric else 128, np.uint8),
             ("q_one", 1.0, np.float32),
         ]
     )
+    if not asymmetric:  # symmetric int8 stored as uint8 around 128
+        graph.initializer.append(numpy_helper.from_array(np.array(128.0, np.float32), "q_offset"))
     for index, (name, nodes) in enumerate(consumers.items()):
         p = f"pt{index}_"
         if asymmetric:
