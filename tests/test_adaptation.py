@@ -16,9 +16,15 @@ from commentdesk.cli import app as cli
 from model.artifact import read_manifest, sha256_file
 from model.scorer import TransformerScorer, decide_rows
 from model.tasks import LABELS, Task
-from training.adaptation import AdaptationOptions, adapt_encoder, teacher_logits
+from training.adaptation import (
+    AdaptationOptions,
+    adapt_encoder,
+    fold_adapters_file,
+    teacher_logits,
+)
 from training.evaluate import CROSS_VALIDATED
 from training.feedback import FeedbackOptions, load_feedback, retrain_heads
+from training.transformer import pooled_vectors
 
 
 def _question_rows(count: int) -> tuple[list[str], np.ndarray]:
@@ -141,6 +147,17 @@ def test_adapting_to_two_tasks_at_once_cross_validates_each(
         assert set(row["scores"]) == {task.value for task in base.tasks}
         assert all(abs(sum(p.values()) - 1) < 1e-4 for p in row["scores"].values())
         assert abs(np.linalg.norm(row["embedding"]) - 1) < 1e-4
+    # Each fold's adapters are kept: loaded over the base model, they give that fold's rows.
+    scorer = TransformerScorer(tiny_transformer_dir, base, tiny_encoder_dir)
+    for fold in (0, 1):
+        mine = [row for row in predicted if row["fold"] == fold]
+        assert mine
+        scorer.network.load_trainable_state(
+            load_file(fold_adapters_file(tmp_path / "out-of-fold.jsonl", fold))
+        )
+        vectors = pooled_vectors(scorer.network, scorer.tokenizer, [r["text"] for r in mine], 8)
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        assert np.allclose(unit, [r["embedding"] for r in mine], atol=1e-2)
     for task in ("question", "sentiment"):
         folded = report["cross_validation"][task]["brand_comments/dev"]
         assert folded["rows"] == brand and folded["folds"] == 2

@@ -211,8 +211,10 @@ def retrain_encoder(
     than ``max_drop`` points refuses the model. With ``folds`` >= 2, each fold of the decisions
     (by text, so a comment labelled for two tasks stays in one fold) is first decided by an
     encoder adapted without it; ``predictions_file`` then receives, as JSON lines, each
-    decision text's out-of-fold probabilities of every task and its embedding (what a measure
-    built on the served scores, such as reply suggestions, needs to stay out-of-sample).
+    decision text's fold, out-of-fold probabilities of every task and embedding (what a measure
+    built on the served scores, such as reply suggestions, needs to stay out-of-sample), and
+    each fold model's adapters are saved beside it (``fold_adapters_file``), so such a measure
+    can embed its own texts (reply templates) with the model that decided each fold.
     """
     from model.scorer import TransformerScorer
     from training.catalog import load_catalog
@@ -279,7 +281,7 @@ def retrain_encoder(
         }
         adapt_encoder(network, tokenizer, mine, anchor_rows, replay_rows, adaptation)
 
-    def predict(rows: np.ndarray) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    def predict(rows: np.ndarray, fold: int = -1) -> tuple[dict[int, str], list[dict[str, Any]]]:
         """The current network's label for each of these decision rows (under its own task),
         and every head's probabilities and the unit-length embedding of each of their texts."""
         texts = list(dict.fromkeys(decisions["text"][rows]))
@@ -301,6 +303,7 @@ def retrain_encoder(
         predictions = [
             {
                 "text": text,
+                "fold": fold,
                 "scores": {
                     t.value: dict(zip(LABELS[t], p[i].round(6).tolist(), strict=True))
                     for t, p in probabilities.items()
@@ -325,11 +328,13 @@ def retrain_encoder(
         predictions: list[dict[str, Any]] = []
         for fold in range(folds):
             adapt(fold_of != fold)
-            decided, predicted = predict(fold_of == fold)
+            decided, predicted = predict(fold_of == fold, fold)
             out_of_fold.update(decided)
             predictions += predicted
+            if predictions_file is not None:
+                predictions_file.parent.mkdir(parents=True, exist_ok=True)
+                save_adapters(network, fold_adapters_file(predictions_file, fold))
         if predictions_file is not None:
-            predictions_file.parent.mkdir(parents=True, exist_ok=True)
             with predictions_file.open("w", encoding="utf-8") as out:
                 out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
         report["cross_validation"] = {
@@ -362,8 +367,7 @@ def retrain_encoder(
     refuse_drops(report, options.max_drop)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    state16 = {name: tensor.half() for name, tensor in network.trainable_state().items()}
-    save_file(state16, output_dir / ADAPTERS_FILE)
+    save_adapters(network, output_dir / ADAPTERS_FILE)
     updated = manifest.model_copy(
         update={
             "version": version or f"{manifest.version}+adapted.{feedback_hash[:8]}",
@@ -400,6 +404,16 @@ def retrain_encoder(
     if manifest.onnx is not None:
         export_onnx(output_dir, encoder_dir)
     return read_manifest(output_dir)
+
+
+def fold_adapters_file(predictions_file: Path, fold: int) -> Path:
+    """Where the adapters of the model that decided ``fold`` of an out-of-fold file are kept."""
+    return predictions_file.with_name(f"{predictions_file.stem}.fold-{fold}.safetensors")
+
+
+def save_adapters(network: MultiTaskNetwork, path: Path) -> None:
+    """The trainable weights in fp16, as an artifact stores them."""
+    save_file({name: t.half() for name, t in network.trainable_state().items()}, path)
 
 
 def _evaluation_sets(
