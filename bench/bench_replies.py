@@ -12,8 +12,10 @@ its gold labels (one-hot): the ranking's ceiling when the classifiers are right.
 The default model is artifacts/minilm, which never saw brand_comments dev: the served default
 (artifacts/minilm-brand) learned that set's question and sentiment labels, so its own figure here
 would be in-sample. With --out-of-fold FILE (written by `make brand-model`), each dev comment's
-scores and embedding come instead from the cross-validation fold model that never saw it (the
-served model still embeds the templates): the out-of-sample figure for that model.
+scores and embedding come instead from the cross-validation fold model that never saw it, and
+that fold model (the served network with the fold's adapters, kept beside FILE) embeds the
+templates, so comments and templates are compared in one space: the out-of-sample figure for
+the served model.
 
 Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N]
     [--gold-labels | --out-of-fold FILE]
@@ -29,20 +31,25 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from commentdesk.settings import PUBLIC_MODEL_DIR, Settings, default_data_dir
-from model.scorer import Embedder, load_scorer
+from model.artifact import read_manifest
+from model.scorer import Embedder, TransformerScorer, load_scorer
 from service.app import embedder_factory
 from service.db.engine import make_engine, make_sessionmaker, upgrade
 from service.db.tables import ReplyTemplate
 from service.replies import ReplySuggester, load_defaults
 from service.scoring import prediction_fields
 from service.templates import Intent
+from training.adaptation import fold_adapters_file
+from training.transformer import pooled_vectors
 
 
 class OutOfFoldEmbedder:
@@ -55,6 +62,19 @@ class OutOfFoldEmbedder:
         if all(t in self.known for t in texts):
             return np.array([self.known[t] for t in texts], dtype=np.float32)
         return self.served.embed(texts)
+
+
+class FoldEmbedder:
+    """A cross-validation fold's model: the served network with that fold's adapters."""
+
+    def __init__(self, network: TransformerScorer, adapters: Path):
+        self.network, self.state = network, load_file(adapters)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.network.network.load_trainable_state(self.state)
+        vectors = pooled_vectors(self.network.network, self.network.tokenizer, list(texts), 64)
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        return unit.astype(np.float32)
 
 
 def expected_intent(item: dict[str, object]) -> Intent | None:
@@ -135,13 +155,16 @@ def main() -> None:
             session.query(ReplyTemplate).filter(ReplyTemplate.name.like("extra %")).delete()
             session.commit()
             dev_fields = [prediction_fields(p) for p in scorer.predict([d["text"] for d in dev])]
+            suggesters = {-1: ReplySuggester(lambda: embedder)}  # fold -> its suggester
             if out_of_fold:
                 known = {text: row["embedding"] for text, row in out_of_fold.items()}
-                suggester = ReplySuggester(lambda: OutOfFoldEmbedder(embedder, known))
+                network = TransformerScorer(args.model_dir, read_manifest(args.model_dir))
+                for fold in {row["fold"] for row in out_of_fold.values()}:
+                    folded = FoldEmbedder(network, fold_adapters_file(args.out_of_fold, fold))
+                    suggesters[fold] = ReplySuggester(partial(OutOfFoldEmbedder, folded, known))
                 for item, f in zip(dev, dev_fields, strict=True):
                     f["scores"] = out_of_fold[item["text"]]["scores"]
-            else:
-                suggester = ReplySuggester(lambda: embedder)
+                    f["fold"] = out_of_fold[item["text"]]["fold"]
             if args.gold_labels:
                 for item, f in zip(dev, dev_fields, strict=True):
                     q = float(item["question"])
@@ -156,6 +179,7 @@ def main() -> None:
                 want = expected_intent(item)
                 if want is None:
                     continue
+                suggester = suggesters[f.get("fold", -1)]
                 top = suggester.suggest(session, str(item["text"]), f["scores"], {}, 1)[0]
                 total += 1
                 hits += want.value in top.template.intents
