@@ -308,8 +308,9 @@ def train(
     out_of_fold: Annotated[
         Path | None,
         typer.Option(
-            help="With --folds and feedback.encoder_steps: write each decision text's out-of-fold "
-            "probabilities of every task and its embedding here (JSON lines)."
+            help="With --folds and feedback.encoder_steps: write each decision text's fold, "
+            "out-of-fold probabilities of every task and embedding here (JSON lines), and each "
+            "fold model's adapters beside it (FILE.fold-K.safetensors)."
         ),
     ] = None,
     model_dir: ModelDirOption = None,
