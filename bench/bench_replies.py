@@ -15,11 +15,10 @@ would be in-sample. With --out-of-fold FILE (written by `make brand-model`), eac
 scores and embedding come instead from the cross-validation fold model that never saw it, and
 that fold model (the served network with the fold's adapters, kept beside FILE) embeds the
 templates, so comments and templates are compared in one space: the out-of-sample figure for
-the served model. For a model with a TF-IDF member, --served-scores FILE2 (written by
-`commentdesk add-lexical --served-out-of-fold FILE2`) replaces the scores with the blended ones.
+the served model.
 
 Usage: python bench/bench_replies.py [--model-dir DIR] [--comments N]
-    [--gold-labels | --out-of-fold FILE [--served-scores FILE2]]
+    [--gold-labels | --out-of-fold FILE]
 """
 
 from __future__ import annotations
@@ -95,10 +94,7 @@ def main() -> None:
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--gold-labels", action="store_true")
     labels.add_argument("--out-of-fold", type=Path)
-    parser.add_argument("--served-scores", type=Path)
     args = parser.parse_args()
-    if args.served_scores and not args.out_of_fold:
-        parser.error("--served-scores goes with --out-of-fold")
     data_dir = default_data_dir()
     if data_dir is None:
         sys.exit("no data directory")
@@ -120,10 +116,6 @@ def main() -> None:
         }
         if missing := [d["text"] for d in dev if d["text"] not in out_of_fold]:
             sys.exit(f"{args.out_of_fold} lacks {len(missing)} dev comments")
-    if args.served_scores:
-        for row in map(json.loads, args.served_scores.open(encoding="utf-8")):
-            if row["text"] in out_of_fold:
-                out_of_fold[row["text"]]["scores"] = row["scores"]
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/replies.db"

@@ -462,57 +462,6 @@ def recalibrate(
     typer.echo(f"wrote {manifest.name} {manifest.version} to {target}")
 
 
-@app.command("add-lexical")
-def add_lexical(
-    model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],
-    feedback: Annotated[
-        Path, typer.Option(help="The decisions its encoder adapted to (`train --feedback`).")
-    ],
-    out_of_fold: Annotated[
-        Path, typer.Option(help="The out-of-fold file that run wrote (`--out-of-fold`).")
-    ],
-    version: Annotated[str, typer.Option(help="The new version (the probabilities change).")],
-    config: Annotated[
-        Path, typer.Option(help="The classical model's features and per-task training data.")
-    ] = Path("configs/baseline.toml"),
-    output_dir: Annotated[
-        Path | None, typer.Option(help="Where to write it (default: in place).")
-    ] = None,
-    served_out_of_fold: Annotated[
-        Path | None,
-        typer.Option(help="Write the new model's out-of-fold scores here (JSON lines)."),
-    ] = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Add a TF-IDF member to a transformer model, for the decided tasks whose out-of-fold
-    predictions it improves; the figures reported are nested cross-validated."""
-    from model.errors import ArtifactError
-    from training.catalog import DataError
-    from training.config import ConfigError, load_config
-    from training.feedback import load_feedback
-    from training.lexical import add_lexical_member
-
-    target = output_dir or model_dir
-    try:
-        manifest, report = add_lexical_member(
-            model_dir, load_feedback(feedback), out_of_fold, _data_dir(data_dir), target,
-            load_config(config), version, served_out_of_fold,
-        )  # fmt: skip
-    except (ArtifactError, ConfigError, DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
-    for task, entry in report.items():
-        for name, folded in entry["cross_validation"].items():
-            typer.echo(
-                f"  {task:<10} {name:<26} network alone {folded['before']:6.2f}  "
-                f"with the member {folded['after']:6.2f} (nested)  member alone "
-                f"{entry['member_alone']:6.2f}  weight {entry['weight']} "
-                f"(per fold {entry['weights_per_fold']})"
-            )
-    assert manifest.lexical is not None
-    weights = ", ".join(f"{t.value} {w}" for t, w in manifest.lexical.weights.items())
-    typer.echo(f"wrote {manifest.name} {manifest.version} to {target} (network's share: {weights})")
-
-
 @app.command("export-onnx")
 def export_onnx_command(
     model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],

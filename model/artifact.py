@@ -70,22 +70,6 @@ class OnnxSpec(BaseModel):
     max_length: int = Field(ge=1)
 
 
-class LexicalSpec(BaseModel):
-    """A TF-IDF linear member of a transformer model (docs/experiments.md): for each task named
-    in ``weights``, the served probabilities are ``w * network + (1 - w) * member``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prefix: str = Field(description="Its files are PREFIX + the TF-IDF model's file names.")
-    weights: dict[Task, float] = Field(description="Task -> the network's share, in [0, 1].")
-
-    @model_validator(mode="after")
-    def _weights_are_shares(self) -> LexicalSpec:
-        if not self.weights or any(not 0.0 <= w <= 1.0 for w in self.weights.values()):
-            raise ValueError("a lexical member needs a weight in [0, 1] for at least one task")
-        return self
-
-
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,7 +87,6 @@ class Manifest(BaseModel):
     base_encoder: BaseEncoder | None = None
     network: dict[str, float | int] | None = None
     onnx: OnnxSpec | None = None
-    lexical: LexicalSpec | None = None
 
     @model_validator(mode="after")
     def _labels_match_tasks(self) -> Manifest:
@@ -122,13 +105,6 @@ class Manifest(BaseModel):
             raise ValueError("a transformer-lora model needs base_encoder and network")
         if self.onnx is not None and self.onnx.file not in self.files:
             raise ValueError("the onnx model must be listed in files")
-        if self.lexical is not None:
-            if self.kind != "transformer-lora":
-                raise ValueError("only a transformer model has a lexical member")
-            if unknown := [t.value for t in self.lexical.weights if t not in self.tasks]:
-                raise ValueError(f"the lexical member weighs tasks the model lacks: {unknown}")
-            if not any(name.startswith(self.lexical.prefix) for name in self.files):
-                raise ValueError("the lexical member's files must be listed in files")
         return self
 
     def thresholds(self) -> dict[Task, float | None]:

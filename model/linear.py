@@ -68,9 +68,8 @@ class TfidfLinearModel:
         features = self.featurize(texts)
         return {task: head.probabilities(features) for task, head in self.heads.items()}
 
-    def save(self, directory: Path, prefix: str = "") -> list[str]:
-        """Write the weight files (names starting with ``prefix``) into ``directory`` and
-        return their names."""
+    def save(self, directory: Path) -> list[str]:
+        """Write the weight files into ``directory`` and return their names."""
         directory.mkdir(parents=True, exist_ok=True)
         specs = []
         arrays: dict[str, np.ndarray] = {}
@@ -83,20 +82,19 @@ class TfidfLinearModel:
             # float16 halves the artifact; the rounding moves probabilities by < 1e-3.
             arrays[f"coef_{task.value}"] = head.coef.astype(np.float16)
             arrays[f"intercept_{task.value}"] = head.intercept.astype(np.float32)
-        vectorizers, weights = prefix + VECTORIZERS_FILE, prefix + WEIGHTS_FILE
-        (directory / vectorizers).write_text(
+        (directory / VECTORIZERS_FILE).write_text(
             json.dumps({"vectorizers": specs}, ensure_ascii=False), encoding="utf-8"
         )
-        np.savez_compressed(directory / weights, **arrays)  # type: ignore[arg-type]
-        return [vectorizers, weights]
+        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
+        return [VECTORIZERS_FILE, WEIGHTS_FILE]
 
     @classmethod
-    def load(cls, directory: Path, tasks: Sequence[Task], prefix: str = "") -> TfidfLinearModel:
+    def load(cls, directory: Path, tasks: Sequence[Task]) -> TfidfLinearModel:
         try:
             specs: list[dict[str, Any]] = json.loads(
-                (directory / (prefix + VECTORIZERS_FILE)).read_text(encoding="utf-8")
+                (directory / VECTORIZERS_FILE).read_text(encoding="utf-8")
             )["vectorizers"]
-            with np.load(directory / (prefix + WEIGHTS_FILE), allow_pickle=False) as arrays:
+            with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as arrays:
                 vectorizers = []
                 for index, spec in enumerate(specs):
                     params = dict(spec["params"])

@@ -19,7 +19,7 @@ import numpy as np
 from model.artifact import Manifest, sha256_file
 from model.encoder import base_encoder_dir
 from model.errors import ArtifactError
-from model.scorer import ArrayScorer, LexicalMember, Scores, calibrated
+from model.scorer import ArrayScorer, Scores, calibrated
 from model.tasks import Task
 from model.text import normalize
 
@@ -117,7 +117,6 @@ class OnnxScorer(ArrayScorer):
         self.tasks = tuple(manifest.tasks)
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.overhead_tokens = overhead_tokens
-        self.lexical = LexicalMember.of(directory, manifest)
         self._outputs = [logits_output(task) for task in self.tasks] + [EMBEDDING_OUTPUT]
         self.predict(["warm-up: the first call allocates the session's buffers"])
 
@@ -157,8 +156,6 @@ class OnnxScorer(ArrayScorer):
         probabilities = {
             task: calibrated(values, self.manifest.tasks[task]) for task, values in logits.items()
         }
-        if self.lexical is not None:
-            self.lexical.blend(texts, probabilities)
         return Scores.decided(probabilities, self.manifest.thresholds())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

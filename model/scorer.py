@@ -150,26 +150,6 @@ def calibrated(logits: np.ndarray, spec: TaskSpec) -> np.ndarray:
     return softmax(logits, spec.temperature, spec.bias)
 
 
-class LexicalMember:
-    """A transformer model's TF-IDF member: it sees exact words and character n-grams, and so
-    errs differently from the network; its probabilities are averaged into the network's."""
-
-    def __init__(self, directory: Path, manifest: Manifest):
-        assert manifest.lexical is not None
-        self.weights = manifest.lexical.weights
-        self.model = TfidfLinearModel.load(directory, list(self.weights), manifest.lexical.prefix)
-
-    @classmethod
-    def of(cls, directory: Path, manifest: Manifest) -> LexicalMember | None:
-        return cls(directory, manifest) if manifest.lexical is not None else None
-
-    def blend(self, texts: Sequence[str], probabilities: dict[Task, np.ndarray]) -> None:
-        """Average the member's probabilities into the network's (in place)."""
-        member = self.model.predict_proba(texts)
-        for task, weight in self.weights.items():
-            probabilities[task] = weight * probabilities[task] + (1 - weight) * member[task]
-
-
 def recalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """Temperature scaling of probabilities: softmax(log p / T). Served probabilities are
     softmax(z / T0), so this is exactly softmax(z / (T0 * T)) without the logits."""
@@ -236,7 +216,6 @@ class TransformerScorer(ArrayScorer):
         self.name, self.version = manifest.name, manifest.version
         self.tasks = tuple(manifest.tasks)
         self.batch_size = batch_size
-        self.lexical = LexicalMember.of(directory, manifest)
         self._torch = torch
 
     def score(self, texts: Sequence[str]) -> Scores:
@@ -253,8 +232,6 @@ class TransformerScorer(ArrayScorer):
                 for task, logits in self.network(**batch).items():
                     spec = self.manifest.tasks[task]
                     probabilities[task][index] = calibrated(logits.double().numpy(), spec)
-        if self.lexical is not None:
-            self.lexical.blend(texts, probabilities)
         return Scores.decided(probabilities, self.manifest.thresholds())
 
 

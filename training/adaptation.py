@@ -375,7 +375,6 @@ def retrain_encoder(
             "tasks": specs,
             "files": {ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
             "onnx": None,
-            "lexical": None,  # fitted beside the old network
             "metrics": {
                 **{k: v for k, v in manifest.metrics.items() if k != CROSS_VALIDATED},
                 "val": {t: values["val_metric"] for t, values in calibration.items()},

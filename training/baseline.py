@@ -49,7 +49,7 @@ class TaskPlan:
     nb_scaling: bool
 
 
-def linear_plans(config: dict[str, Any]) -> list[TaskPlan]:
+def _plans(config: dict[str, Any]) -> list[TaskPlan]:
     plans = []
     for name, section in config["tasks"].items():
         try:
@@ -117,31 +117,6 @@ def _fit_head(plan: TaskPlan, features: sp.csr_matrix, labels: pd.Series, seed: 
     return LinearHead(coef=coef, intercept=classifier.intercept_)
 
 
-def fit_linear_model(
-    plans: list[TaskPlan],
-    train_rows: dict[Task, pd.DataFrame],
-    features: dict[str, Any],
-    seed: int,
-) -> TfidfLinearModel:
-    """Vectorisers fitted on every task's training texts, then one head per plan."""
-    all_texts = pd.concat([rows["text"] for rows in train_rows.values()]).unique()
-    logger.info("fitting vectorizers on %d distinct training texts", len(all_texts))
-    vectorizers = build_vectorizers(features)
-    normalized = [normalize(text) for text in all_texts]
-    for vectorizer in vectorizers:
-        vectorizer.fit(normalized)
-    matrix = TfidfLinearModel(vectorizers, {}).featurize(list(all_texts))
-    row_of = {text: index for index, text in enumerate(all_texts)}
-    heads = {
-        plan.task: _fit_head(
-            plan, matrix[[row_of[t] for t in train_rows[plan.task]["text"]]],
-            train_rows[plan.task]["label"], seed,
-        )
-        for plan in tqdm(plans, desc="heads", unit="task")
-    }  # fmt: skip
-    return TfidfLinearModel(vectorizers, heads)
-
-
 def train_baseline(
     config: dict[str, Any], data_dir: Path, output_dir: Path, extra: pd.DataFrame | None = None
 ) -> Manifest:
@@ -150,7 +125,7 @@ def train_baseline(
     ``extra`` rows (e.g. moderator feedback, source "feedback") join every task's training data.
     """
     started = time.perf_counter()
-    plans = linear_plans(config)
+    plans = _plans(config)
     if extra is not None:
         plans = [replace(p, train_sources=[*p.train_sources, FEEDBACK_SOURCE]) for p in plans]
     catalog = load_catalog(data_dir, [] if extra is None else [extra])
@@ -163,11 +138,23 @@ def train_baseline(
         ).empty:
             raise ConfigError(f"{plan.task}: no training rows in sources {plan.train_sources}")
 
-    model = fit_linear_model(plans, train_rows, config["features"], seed)
+    all_texts = pd.concat([rows["text"] for rows in train_rows.values()]).unique()
+    logger.info("fitting vectorizers on %d distinct training texts", len(all_texts))
+    vectorizers = build_vectorizers(config["features"])
+    normalized = [normalize(text) for text in all_texts]
+    for vectorizer in vectorizers:
+        vectorizer.fit(normalized)
+    model = TfidfLinearModel(vectorizers, {})
+    matrix = model.featurize(list(all_texts))
+    row_of = {text: index for index, text in enumerate(all_texts)}
+
+    heads: dict[Task, LinearHead] = {}
     specs: dict[Task, TaskSpec] = {}
     val_metrics: dict[str, float] = {}
-    for plan in plans:
-        head = model.heads[plan.task]
+    for plan in tqdm(plans, desc="heads", unit="task"):
+        rows = train_rows[plan.task]
+        head = _fit_head(plan, matrix[[row_of[t] for t in rows["text"]]], rows["label"], seed)
+        heads[plan.task] = head
         threshold: float | None = None
         val = val_rows[plan.task]
         val_probs = head.probabilities(model.featurize(list(val["text"]))) if len(val) else None
@@ -184,6 +171,7 @@ def train_baseline(
             val_metrics[plan.task.value] = official_metric(plan.task, list(val["label"]), predicted)
             logger.info("%s: val %.4f (threshold %s)", plan.task, val_metrics[plan.task], threshold)
 
+    model = TfidfLinearModel(vectorizers, heads)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = model.save(output_dir)
     sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})

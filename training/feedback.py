@@ -492,7 +492,6 @@ def retrain_heads(
             "tasks": specs,
             "files": {ADAPTERS_FILE: sha256_file(output_dir / ADAPTERS_FILE)},
             "onnx": None,
-            "lexical": None,  # fitted beside the old network
             "metrics": {
                 **base.metrics,
                 "feedback": metrics,

@@ -433,11 +433,6 @@ def recalibrate_model(
         raise ValueError(
             f"{model_dir} holds a {manifest.kind} model: only a transformer recalibrates"
         )
-    if manifest.lexical is not None:
-        raise ValueError(
-            f"{model_dir} has a lexical member, weighed against this calibration: recalibrate "
-            "the model it was added to, then add it again (commentdesk add-lexical)"
-        )
     scorer = TransformerScorer(model_dir, manifest, encoder_dir)
     plans = task_plans(manifest.config)
     data = task_data(load_catalog(data_dir), plans)
