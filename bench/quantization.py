@@ -5,9 +5,10 @@ real test tweets with the ONNX runtime and compares the labels with the PyTorch 
 same weights: sentiment on 2,000 TweetEval sentiment test tweets, irony and emotion on their
 whole test splits. Throughput: the ONNX scorer on the 2,000 sentiment tweets, best of three
 rounds that alternate with the committed int8 model (the ratio is the figure to compare).
-The chosen form is the one `commentdesk export-onnx` writes. Settings of the candidate forms
-(smoothing strength, which layers stay 8-bit blocks) are chosen with ``--split val``; the
-smoothing statistics come from training tweets, never from the compared split.
+The chosen form is the one `commentdesk export-onnx` writes (``quantize_served``, calibrated on
+the export's own sample of the model's training texts). Settings of the candidate forms
+(smoothing strength, outlier channels, which layers stay 8-bit blocks) are chosen with
+``--split val``; their statistics come from 1,000 training tweets, never from the compared split.
 
 Usage: python bench/quantization.py [--model-dir artifacts/minilm] [--only "blocks of" chosen]
     [--split val]
@@ -22,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -37,11 +37,19 @@ from model.artifact import read_manifest
 from model.onnx_runtime import OnnxScorer
 from model.scorer import TransformerScorer
 from model.tasks import Task
-from training.onnx_export import (
-    fused_fp32_model,
+from training.catalog import load_catalog
+from training.onnx_export import fused_fp32_model
+from training.quantization import (
+    input_statistics,
+    outlier_channels,
+    per_column_int8,
     quantize_embeddings_per_row,
     quantize_linear_nbits,
+    quantize_per_token,
+    quantize_served,
+    smooth_matmul_inputs,
 )
+from training.transformer import calibration_texts, task_plans
 
 FLOAT_DEFAULT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
@@ -75,222 +83,6 @@ def nbits(
     elif embeddings == "per-tensor":
         quantized = dynamic(quantized, ["Gather"], per_channel=False)
     return quantized
-
-
-def weight_consumers(
-    model: onnx.ModelProto, skip: tuple[str, ...] = ()
-) -> dict[str, list[onnx.NodeProto]]:
-    """The MatMuls with constant weights, grouped by their activation input (Q/K/V share one);
-    those whose name holds one of ``skip`` are left out."""
-    weights = {init.name for init in model.graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        wanted = not any(kind in node.name for kind in skip)
-        if node.op_type == "MatMul" and node.input[1] in weights and wanted:
-            consumers.setdefault(node.input[0], []).append(node)
-    return consumers
-
-
-def input_statistics(
-    model: onnx.ModelProto, texts: list[str], tokenizer: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """For the input of every constant-weight MatMul, over the real (unpadded) tokens of the
-    calibration texts: each channel's mean and largest absolute value, and the Gram matrix."""
-    import onnxruntime as ort
-    from onnx import helper
-
-    names = list(weight_consumers(model))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for name in names:
-        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    sums: dict[str, np.ndarray] = {}
-    peaks: dict[str, np.ndarray] = {}
-    grams: dict[str, np.ndarray] = {}
-    count = 0
-    for start in range(0, len(texts), 32):
-        encoded = tokenizer(
-            texts[start : start + 32], padding=True, truncation=True, max_length=128
-        )
-        feed = {k: np.asarray(encoded[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
-        mask = feed["attention_mask"].astype(bool)
-        count += int(mask.sum())
-        for name, value in zip(names, session.run(names, feed), strict=True):
-            rows = value[mask]
-            sums[name] = sums.get(name, 0) + rows.sum(axis=0)
-            peaks[name] = np.maximum(peaks.get(name, 0), np.abs(rows).max(axis=0))
-            grams[name] = grams.get(name, 0) + rows.astype(np.float64).T @ rows
-    return {name: (sums[name] / count, peaks[name], grams[name]) for name in names}
-
-
-def smooth_matmul_inputs(
-    model: onnx.ModelProto, texts: list[str], tokenizer: Any, alpha: float
-) -> onnx.ModelProto:
-    """SmoothQuant: move activation outliers into the weights before int8 activations.
-
-    For each activation X feeding constant-weight MatMuls, ``X W = (X / s)(s W)`` with
-    ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)`` per input channel, measured on calibration
-    texts. Post-LN BERT cannot fold ``1 / s`` into a layer norm (its output is also the residual),
-    so an explicit Mul is inserted on the branch.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    statistics = input_statistics(model, texts, tokenizer)
-    for index, (name, nodes) in enumerate(weight_consumers(model).items()):
-        weights = [numpy_helper.to_array(initializers[n.input[1]]) for n in nodes]
-        weight_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        peak = statistics[name][1]
-        scale = (np.maximum(peak, 1e-5) ** alpha) / (np.maximum(weight_peak, 1e-5) ** (1 - alpha))
-        scale = np.maximum(scale, 1e-5).astype(np.float32)
-        for node, weight in zip(nodes, weights, strict=True):
-            init = initializers[node.input[1]]
-            init.CopyFrom(
-                numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), init.name)
-            )
-        smoothed = f"{name}_smoothed"
-        graph.initializer.append(numpy_helper.from_array(1.0 / scale, f"{name}_inverse_scale"))
-        mul = helper.make_node(
-            "Mul", [name, f"{name}_inverse_scale"], [smoothed], name=f"Smooth_{index}"
-        )
-        position = min(list(graph.node).index(n) for n in nodes)
-        graph.node.insert(position, mul)
-        for node in nodes:
-            node.input[0] = smoothed
-    return model
-
-
-def per_column_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 weights with one scale per output column."""
-    scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0).astype(np.float32)
-    return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
-
-
-def gptq_int8(weight: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column int8 weights rounded by GPTQ: each input row in turn is rounded and its error
-    is spread over the rows not yet rounded, weighted by the inputs' inverse Gram matrix, so the
-    layer's output error (not the weights' error) is what is kept small."""
-    _, scale = per_column_int8(weight)
-    h = gram + 0.01 * np.mean(np.diag(gram)) * np.eye(len(gram))
-    inverse = np.linalg.cholesky(np.linalg.inv(h)).T  # upper factor of H^-1
-    remaining = weight.astype(np.float64).copy()
-    quantized = np.zeros(weight.shape, dtype=np.int8)
-    for k in range(len(remaining)):
-        levels = np.clip(np.round(remaining[k] / scale), -127, 127)
-        quantized[k] = levels
-        error = (remaining[k] - levels * scale) / inverse[k, k]
-        remaining[k + 1 :] -= np.outer(inverse[k, k + 1 :], error)
-    return quantized, scale
-
-
-def quantize_per_token(
-    model: onnx.ModelProto,
-    asymmetric: bool = False,
-    skip: tuple[str, ...] = (),
-    means: dict[str, np.ndarray] | None = None,
-    grams: dict[str, np.ndarray] | None = None,
-) -> onnx.ModelProto:
-    """int8 MatMulInteger with one activation scale per token row and one weight scale per column.
-
-    Classic dynamic quantisation gives a whole batch's activation tensor one scale; here each
-    token row gets its own: symmetric (uint8 around 128, for the u8 x s8 VNNI kernel), or
-    asymmetric over the row's own [min, max] (the offset's product is added back exactly).
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    consumers = weight_consumers(model, skip)
-    graph.initializer.extend(
-        numpy_helper.from_array(np.array(value, dtype=dtype), name)
-        for name, value, dtype in [
-            ("q_step", 1 / 255 if asymmetric else 1 / 127, np.float32),
-            ("q_floor", 1e-8, np.float32),
-            ("q_zero", 0 if asymmetric else 128, np.uint8),
-            ("q_one", 1.0, np.float32),
-        ]
-    )
-    if not asymmetric:  # symmetric int8 stored as uint8 around 128
-        graph.initializer.append(numpy_helper.from_array(np.array(128.0, np.float32), "q_offset"))
-    for index, (name, nodes) in enumerate(consumers.items()):
-        p = f"pt{index}_"
-        if asymmetric:
-            quantize = [
-                helper.make_node("ReduceMax", [name], [p + "max"], axes=[-1], keepdims=1),
-                helper.make_node("ReduceMin", [name], [p + "min"], axes=[-1], keepdims=1),
-                helper.make_node("Sub", [p + "max", p + "min"], [p + "range"]),
-                helper.make_node("Max", [p + "range", "q_floor"], [p + "peak"]),
-                helper.make_node("Mul", [p + "peak", "q_step"], [p + "scale"]),
-                helper.make_node("Sub", [name, p + "min"], [p + "lifted"]),
-                helper.make_node("Div", [p + "lifted", p + "scale"], [p + "ratio"]),
-                helper.make_node("Round", [p + "ratio"], [p + "shift"]),
-                helper.make_node("Cast", [p + "shift"], [p + "u8"], to=onnx.TensorProto.UINT8),
-            ]
-        else:
-            quantize = [
-                helper.make_node("Abs", [name], [p + "abs"]),
-                helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
-                helper.make_node("Max", [p + "max", "q_floor"], [p + "peak"]),
-                helper.make_node("Mul", [p + "peak", "q_step"], [p + "scale"]),
-                helper.make_node("Div", [name, p + "scale"], [p + "ratio"]),
-                helper.make_node("Round", [p + "ratio"], [p + "round"]),
-                helper.make_node("Add", [p + "round", "q_offset"], [p + "shift"]),
-                helper.make_node("Cast", [p + "shift"], [p + "u8"], to=onnx.TensorProto.UINT8),
-            ]
-        position = min(list(graph.node).index(n) for n in nodes)
-        for offset, new_node in enumerate(quantize):
-            graph.node.insert(position + offset, new_node)
-        for j, node in enumerate(nodes):
-            init = initializers[node.input[1]]
-            weight = numpy_helper.to_array(init).astype(np.float32)
-            wq, wscale = (
-                per_column_int8(weight) if grams is None else gptq_int8(weight, grams[name])
-            )
-            graph.initializer.remove(init)
-            graph.initializer.extend(
-                [
-                    numpy_helper.from_array(wq, f"{init.name}_s8"),
-                    numpy_helper.from_array(wscale.astype(np.float32), f"{init.name}_wscale"),
-                ]
-            )
-            q = f"{p}{j}_"
-            output = node.output[0]
-            at = list(graph.node).index(node)
-            graph.node.remove(node)
-            new = [
-                helper.make_node(
-                    "MatMulIntegerToFloat",
-                    [p + "u8", f"{init.name}_s8", "q_one", f"{init.name}_wscale", "q_zero"],
-                    [q + "float"],
-                    domain="com.microsoft",
-                ),
-            ]
-            if asymmetric:
-                colsum = numpy_helper.from_array(weight.sum(axis=0), f"{init.name}_colsum")
-                graph.initializer.append(colsum)
-                new += [
-                    helper.make_node("Mul", [q + "float", p + "scale"], [q + "scaled"]),
-                    helper.make_node("Mul", [p + "min", f"{init.name}_colsum"], [q + "base"]),
-                    helper.make_node("Add", [q + "scaled", q + "base"], [output]),
-                ]
-            else:
-                new.append(helper.make_node("Mul", [q + "float", p + "scale"], [q + "out"]))
-                if means is not None:
-                    # Bias correction: the mean input times the weights' rounding error.
-                    error = means[name] @ (weight - wq.astype(np.float32) * wscale)
-                    graph.initializer.append(
-                        numpy_helper.from_array(error.astype(np.float32), q + "corr")
-                    )
-                    new.append(helper.make_node("Add", [q + "out", q + "corr"], [output]))
-                else:
-                    new[-1].output[0] = output
-            for offset, new_node in enumerate(new):
-                graph.node.insert(at + offset, new_node)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return model
 
 
 def ffn(model: onnx.ModelProto, which: tuple[str, ...]) -> list[str]:
@@ -338,10 +130,12 @@ def main() -> None:
         model.CopyFrom(fused_once)
         return model
 
-    # Calibration for smoothing: training tweets of every task, never the compared split.
+    # Calibration of the candidate forms: training tweets of four tasks, never the compared split.
     calibration = [
         t for task in ("offensive", "hate", "irony", "emotion") for t in split(task, 250, "train")
     ]
+
+    served_calibration = calibration_texts(load_catalog(data_dir), task_plans(manifest.config))
 
     def smoothed(alpha: float) -> Callable[[], onnx.ModelProto]:
         def build() -> onnx.ModelProto:
@@ -358,17 +152,24 @@ def main() -> None:
         skip: tuple[str, ...] = (),
         correct: bool = False,
         gptq: bool = False,
+        outlier_factor: float | None = None,
+        most_outliers: int = 8,
     ) -> Callable[[], onnx.ModelProto]:
         def build() -> onnx.ModelProto:
             model = fresh()
             if alpha is not None:
                 model = smooth_matmul_inputs(model, calibration, reference.tokenizer, alpha)
-            means = grams = None
-            if correct or gptq:
+            means = grams = outliers = None
+            if correct or gptq or outlier_factor is not None:
                 stats = input_statistics(model, calibration, reference.tokenizer)
                 means = {name: mean for name, (mean, _, _) in stats.items()} if correct else None
                 grams = {name: gram for name, (_, _, gram) in stats.items()} if gptq else None
-            quantized = quantize_per_token(model, asymmetric, skip, means, grams)
+                if outlier_factor is not None:
+                    outliers = {
+                        name: outlier_channels(peak, outlier_factor, most_outliers)
+                        for name, (_, peak, _) in stats.items()
+                    }
+            quantized = quantize_per_token(model, asymmetric, skip, means, grams, outliers)
             if skip:
                 quantized = quantize_linear_nbits(quantized)
             quantize_embeddings_per_row(quantized)
@@ -403,7 +204,8 @@ def main() -> None:
         ("dynamic int8, per-channel weights", lambda: dynamic(fresh(), ["MatMul", "Gather"], True)),
         ("8-bit MatMulNBits + per-tensor int8 embeddings", lambda: nbits(fresh(), "per-tensor")),
         ("8-bit MatMulNBits + fp32 embeddings", lambda: nbits(fresh(), "fp32")),
-        ("8-bit MatMulNBits + per-row int8 embeddings (chosen)", lambda: nbits(fresh(), "per-row")),
+        ("per-token int8, SmoothQuant, fp32 outliers (chosen)", lambda: quantize_served(fresh(), served_calibration, reference.tokenizer)),
+        ("8-bit MatMulNBits + per-row int8 embeddings (served to 0.6.0)", lambda: nbits(fresh(), "per-row")),
         ("the same, fp32 compute (accuracy level 1)", lambda: nbits(fresh(), "per-row", 1)),
         ("the same, blocks of 32", lambda: nbits(fresh(), "per-row", block_size=32)),
         ("the same, blocks of 128", lambda: nbits(fresh(), "per-row", block_size=128)),
@@ -412,6 +214,7 @@ def main() -> None:
         ("mixed: dynamic int8 both FFN layers, NBits elsewhere", mixed(("output/dense", "intermediate/dense"))),
         *[(f"smoothed dynamic int8, alpha {a}", smoothed(a)) for a in (0.5, 0.65, 0.8)],
         *[(f"per-token int8, smoothing {a}", per_token(a)) for a in (None, 0.5, 0.8)],
+        *[(f"per-token int8, at most {n} outliers over {f}x median in fp32, smoothing {a}", per_token(a, outlier_factor=f, most_outliers=n)) for a, f, n in ((None, 6.0, 8), (None, 4.0, 8), (None, 3.0, 8), (0.5, 4.0, 8), (None, 2.5, 8), (None, 2.0, 8), (None, 3.0, 16), (None, 2.0, 16), (0.5, 3.0, 8), (0.5, 2.0, 16))],
         *[(f"per-token int8, bias-corrected, smoothing {a}", per_token(a, correct=True)) for a in (None, 0.3, 0.5)],
         *[(f"per-token int8, GPTQ weights, smoothing {a}", per_token(a, gptq=True)) for a in (None, 0.5)],
         ("fp32 compute, per-column int8 weights (simulated)", weights_only),

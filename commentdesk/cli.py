@@ -465,15 +465,24 @@ def recalibrate(
 @app.command("export-onnx")
 def export_onnx_command(
     model_dir: Annotated[Path, typer.Argument(help="A transformer model directory.")],
-    block_size: Annotated[int, typer.Option(help="Weights per quantisation block.")] = 64,
+    data_dir: DataDirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Record the re-exported model as this version.")
+    ] = None,
 ) -> None:
-    """Add the int8 ONNX export (served without torch) to a transformer model directory."""
+    """Add the int8 ONNX export (served without torch) to a transformer model directory; its
+    activations are measured on a sample of the model's training texts."""
+    from model.artifact import read_manifest
     from model.errors import ArtifactError
+    from training.catalog import DataError, load_catalog
     from training.onnx_export import export_onnx
+    from training.transformer import calibration_texts, task_plans
 
     try:
-        path = export_onnx(model_dir, block_size=block_size)
-    except (ArtifactError, ValueError) as exc:
+        plans = task_plans(read_manifest(model_dir).config)
+        catalog = load_catalog(_data_dir(data_dir))
+        path = export_onnx(model_dir, calibration_texts(catalog, plans), version=version)
+    except (ArtifactError, DataError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

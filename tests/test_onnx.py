@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest
@@ -18,6 +20,8 @@ from model.errors import ArtifactError
 from model.onnx_runtime import OnnxScorer, buckets
 from model.scorer import TransformerScorer, load_scorer
 from model.tasks import Task
+from training.onnx_export import export_onnx
+from training.quantization import SERVED_FORM, outlier_channels, quantize_per_token
 
 TEXTS = [
     "where is my order??",
@@ -166,3 +170,63 @@ print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_export_is_the_served_form_and_needs_calibration(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    manifest = read_manifest(tiny_transformer_dir)
+    assert manifest.onnx is not None and manifest.onnx.quantization == SERVED_FORM
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_transformer_dir, copy)
+    with pytest.raises(ValueError, match="calibration texts"):
+        export_onnx(copy, [], tiny_encoder_dir)
+
+
+def test_outlier_channels_are_those_far_above_the_median() -> None:
+    peak = np.ones(64)
+    peak[[3, 40, 41]] = [9.0, 2.5, 1.9]
+    assert outlier_channels(peak, 2.0).tolist() == [3, 40]
+    assert outlier_channels(peak, 2.0, most=1).tolist() == [3]
+    assert outlier_channels(np.ones(64), 2.0).tolist() == []
+
+
+def _one_matmul(weight: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="dense")],
+        "dense",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, weight.shape[0]])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_outlier_channels_in_fp32_keep_the_int8_product_close() -> None:
+    """One input channel 50x the others sets every row's int8 scale, unless it is multiplied
+    in fp32 beside the int8 product; rows are quantised alone, so batching changes nothing."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 32)).astype(np.float32)
+    x = rng.standard_normal((16, 64)).astype(np.float32)
+    x[:, 7] *= 50.0
+    exact = x @ weight
+
+    def run(outliers: dict[str, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
+        model = quantize_per_token(_one_matmul(weight), outliers=outliers)
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        result: np.ndarray = session.run(["y"], {"x": rows})[0]
+        return result
+
+    def error(result: np.ndarray) -> float:
+        return float(np.abs(result - exact).max() / np.abs(exact).max())
+
+    plain, split = run(None, x), run({"x": np.array([7])}, x)
+    assert error(split) < 0.01
+    assert error(split) < error(plain) / 5
+    assert np.allclose(run({"x": np.array([7])}, x[:1]), split[:1], atol=1e-5)

@@ -45,6 +45,7 @@ from training.transformer import (
     ADAPTERS_FILE,
     OptimConfig,
     calibrate_heads,
+    calibration_texts,
     class_weights,
     pooled_vectors,
     predict_logits,
@@ -402,7 +403,7 @@ def retrain_encoder(
     write_manifest(output_dir, updated)
     (output_dir / "feedback-report.json").write_text(json.dumps(report, indent=2) + "\n")
     if manifest.onnx is not None:
-        export_onnx(output_dir, encoder_dir)
+        export_onnx(output_dir, calibration_texts(catalog, plans), encoder_dir)
     return read_manifest(output_dir)
 
 

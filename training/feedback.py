@@ -25,7 +25,13 @@ from training.calibration import fit_calibration
 from training.catalog import Catalog
 from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.metrics import best_threshold, official_metric
-from training.transformer import ADAPTERS_FILE, class_weights, pooled_vectors, task_plans
+from training.transformer import (
+    ADAPTERS_FILE,
+    calibration_texts,
+    class_weights,
+    pooled_vectors,
+    task_plans,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -508,5 +514,7 @@ def retrain_heads(
     write_manifest(output_dir, updated)
     (output_dir / "feedback-report.json").write_text(json.dumps(report, indent=2) + "\n")
     if base.onnx is not None:
-        export_onnx(output_dir, encoder_dir)
+        export_onnx(
+            output_dir, calibration_texts(run.catalog, list(run.plans.values())), encoder_dir
+        )
     return read_manifest(output_dir)

@@ -2,7 +2,7 @@
 
 The LoRA adapters are merged into the encoder's weights, the graph is exported once with dynamic
 batch and sequence axes, ONNX Runtime's BERT fusions (attention, layer norm, GELU) are applied,
-and the weights are quantised to int8 (dynamic quantisation: activations are quantised per call).
+and the linear layers and embedding tables are quantised to int8 (``training.quantization``).
 The tokenizer is the pinned encoder's own ``tokenizer.json`` (its hash is in the manifest).
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from model.encoder import verified_encoder_dir
 from model.onnx_runtime import EMBEDDING_OUTPUT, ONNX_FILE, TOKENIZER_FILE, logits_output
 from model.scorer import TransformerScorer
 from model.transformer import LoRALinear, MultiTaskNetwork
+from training.quantization import SERVED_FORM, quantize_served
 
 logger = logging.getLogger(__name__)
 OPSET = 17
@@ -62,50 +63,6 @@ class _Exported(nn.Module):
         # Written out rather than F.normalize: ReduceL2 changes form between opsets.
         unit = pooled * torch.rsqrt((pooled * pooled).sum(-1, keepdim=True).clamp(min=1e-12))
         return (*logits, unit)
-
-
-def quantize_embeddings_per_row(model: onnx.ModelProto) -> None:
-    """Store the embedding tables (words, positions, token types) as int8, one scale per row.
-
-    One scale for the whole table (what ``quantize_dynamic`` does for Gather) is set by its
-    largest value and moved 0.5-1 % of labels here; per-row scales keep each token's precision.
-    The lookup becomes Gather(int8) -> Cast -> Mul(Gather(scales)).
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    tables = [
-        node
-        for node in graph.node
-        if node.op_type == "Gather"
-        and node.input[0] in initializers
-        and len(initializers[node.input[0]].dims) == 2
-    ]
-    for node in tables:
-        name, ids, output = node.input[0], node.input[1], node.output[0]
-        table = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        scales = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0
-        quantized = np.clip(np.round(table / scales), -127, 127).astype(np.int8)
-        graph.initializer.remove(initializers[name])
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, f"{name}_int8"),
-                numpy_helper.from_array(scales.astype(np.float32), f"{name}_scale"),
-            ]
-        )
-        index = list(graph.node).index(node)
-        graph.node.remove(node)
-        replacement = [
-            helper.make_node("Gather", [f"{name}_int8", ids], [f"{output}_int8"], axis=0),
-            helper.make_node(
-                "Cast", [f"{output}_int8"], [f"{output}_float"], to=onnx.TensorProto.FLOAT
-            ),
-            helper.make_node("Gather", [f"{name}_scale", ids], [f"{output}_scale"], axis=0),
-            helper.make_node("Mul", [f"{output}_float", f"{output}_scale"], [output]),
-        ]
-        for offset, new_node in enumerate(replacement):
-            graph.node.insert(index + offset, new_node)
 
 
 def fused_fp32_model(scorer: TransformerScorer) -> onnx.ModelProto:
@@ -145,6 +102,10 @@ def fused_fp32_model(scorer: TransformerScorer) -> onnx.ModelProto:
         # the embedding lookups stay plain Gathers for the per-row int8 tables.
         options.use_multi_head_attention = True
         options.enable_embed_layer_norm = False
+        # ONNX Runtime's CPU SkipLayerNormalization took 17 % of the int8 model's time, about
+        # six times its Add + LayerNormalization (docs/experiments.md), so it stays unfused.
+        options.enable_skip_layer_norm = False
+        options.enable_bias_skip_layer_norm = False
         fused = optimize_model(
             str(fp32),
             model_type="bert",
@@ -156,50 +117,39 @@ def fused_fp32_model(scorer: TransformerScorer) -> onnx.ModelProto:
     return model
 
 
-def quantize_linear_nbits(
-    model: onnx.ModelProto, block_size: int = 64, accuracy_level: int = 4
-) -> onnx.ModelProto:
-    """Every constant-weight MatMul as 8-bit ``MatMulNBits``."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
-
-    config = DefaultWeightOnlyQuantConfig(
-        block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, bits=8
-    )
-    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-    quantizer.process()
-    quantized: onnx.ModelProto = quantizer.model.model
-    return quantized
-
-
 def export_onnx(
-    directory: Path, encoder_dir: Path | None = None, block_size: int = 64, accuracy_level: int = 4
+    directory: Path,
+    calibration: Sequence[str],
+    encoder_dir: Path | None = None,
+    version: str | None = None,
 ) -> Path:
     """Add ``model.int8.onnx`` to a transformer model directory and record it in the manifest.
 
-    Linear layers become ``MatMulNBits`` with 8-bit weights in blocks of ``block_size`` and
-    int8 compute (``accuracy_level`` 4: activations quantised per block, far finer than the
-    per-tensor scale of classic dynamic quantisation, which moved 2-8 % of labels here); the
-    embedding tables are stored as int8 with a scale per row (bench/quantization.py compares).
+    The linear layers get int8 activations with a scale per token row and int8 weights with a
+    scale per column, their outlier channels eased and kept in fp32 as measured on the
+    ``calibration`` texts (``training.quantization.quantize_served``); the embedding tables are
+    stored as int8 with a scale per row (bench/quantization.py compares the forms). A new
+    ``version`` marks a re-export of trained weights: the served scores move a little.
     """
     manifest = read_manifest(directory)
     if manifest.kind != "transformer-lora" or manifest.base_encoder is None:
         raise ValueError(f"{directory} holds a {manifest.kind} model; only transformers export")
     scorer = TransformerScorer(directory, manifest, encoder_dir)
-    model = quantize_linear_nbits(fused_fp32_model(scorer), block_size, accuracy_level)
-    quantize_embeddings_per_row(model)
+    if not calibration:
+        raise ValueError("the int8 export needs calibration texts")
+    model = quantize_served(fused_fp32_model(scorer), list(calibration), scorer.tokenizer)
     onnx.save(model, directory / ONNX_FILE)
     tokenizer = verified_encoder_dir(encoder_dir, manifest.base_encoder.sha256) / TOKENIZER_FILE
     manifest.files[ONNX_FILE] = sha256_file(directory / ONNX_FILE)
     manifest.onnx = OnnxSpec(
         file=ONNX_FILE,
         tokenizer_sha256=sha256_file(tokenizer),
-        quantization=f"8-bit MatMulNBits (block {block_size}, accuracy level {accuracy_level}), MultiHeadAttention, int8 embedding rows",
+        quantization=SERVED_FORM,
         max_length=scorer.config.max_length,
     )
     manifest.library_versions.update(library_versions("onnxruntime", "onnx"))
+    if version is not None:
+        manifest.version = version
     write_manifest(directory, manifest)
     logger.info(
         "wrote %s (%.1f MB)", directory / ONNX_FILE, (directory / ONNX_FILE).stat().st_size / 1e6

@@ -130,6 +130,17 @@ def task_data(catalog: Catalog, plans: list[TaskPlan]) -> list[TaskData]:
     return data
 
 
+def calibration_texts(catalog: Catalog, plans: list[TaskPlan], per_task: int = 250) -> list[str]:
+    """A fixed sample of every task's training texts: what the int8 export measures its
+    activations on (``training.onnx_export``)."""
+    texts: list[str] = []
+    for plan in plans:
+        train = list(catalog.select(plan.task, "train", plan.train_sources)["text"])
+        order = np.random.default_rng(0).permutation(len(train))[:per_task]
+        texts += [train[i] for i in order]
+    return texts
+
+
 def class_weights(labels: np.ndarray, size: int) -> np.ndarray:
     """Inverse-frequency loss weights, for tasks whose classes are skewed."""
     counts = np.bincount(labels, minlength=size).astype(np.float64)
@@ -322,7 +333,7 @@ def train_transformer(
         encoder_dir,
         started,
     )
-    export_onnx(output_dir, encoder_dir)
+    export_onnx(output_dir, calibration_texts(catalog, plans), encoder_dir)
     return read_manifest(output_dir)
 
 
