@@ -1,7 +1,7 @@
 """int8 forms of the network's ONNX graph: the served one and those `bench/quantization.py`
 compares with it.
 
-The served form (``quantize_per_token``) gives each token row its own int8 scale and each weight
+The served form (``quantize_served``) gives each token row its own int8 scale and each weight
 column its own, for ONNX Runtime's VNNI ``MatMulIntegerToFloat``; the few input channels whose
 calibration peaks stand far above the rest (BERT's outlier dimensions) are first eased by
 SmoothQuant and then multiplied in fp32 beside the int8 product, so they do not set the row's
