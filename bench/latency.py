@@ -3,7 +3,8 @@
 Starts the service as a user would (its own process, SQLite, the chosen model), waits for
 /readyz, then drives POST /v1/score with a small keep-alive HTTP/1.1 load generator (asyncio
 streams, so the generator costs little of the two cores) at each concurrency for a bounded
-time. Prints p50/p95/p99 latency, throughput and errors per level; the server's resident memory
+time. Prints p50/p95/p99 latency, throughput and errors per level, and how the micro-batcher's
+model calls went (comments per call, time per call, calls in flight); the server's resident memory
 and whether torch was ever mapped into it; and, measured first in this process, the offline
 batch throughput of the same scorer for the ratio.
 
@@ -120,6 +121,22 @@ def start_server(env: dict[str, str], state: Path) -> tuple[subprocess.Popen[byt
         time.sleep(0.05)
 
 
+def model_calls(port: int) -> np.ndarray:
+    """The micro-batcher's running totals from /metrics: comments, calls, seconds in calls."""
+    import httpx
+
+    totals = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        totals[name] = value
+    return np.array(
+        [
+            float(totals[f"commentdesk_model_batch_{series}"])
+            for series in ("size_sum", "size_count", "duration_seconds_sum")
+        ]
+    )
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -172,16 +189,28 @@ def main() -> None:
             print(
                 "concurrency   requests   errors   req/s     p50 ms   p95 ms   p99 ms   vs offline"
             )
+            calls = []
             for level in args.levels:
+                before = model_calls(port)
                 latencies, errors, elapsed = uvloop.run(
                     drive(port, key, texts, level, args.seconds)
                 )
+                calls.append((level, model_calls(port) - before, elapsed))
                 ms = np.array(latencies) * 1000
                 throughput = len(latencies) / elapsed
                 print(
                     f"{level:11d} {len(latencies):10d} {errors:8d} {throughput:7.0f} "
                     f"{np.percentile(ms, 50):8.1f} {np.percentile(ms, 95):8.1f} {np.percentile(ms, 99):8.1f}"
                     f"   {throughput / offline:6.0%}"
+                )
+            # How full the model was kept: a mean below the calls allowed in flight (two) means
+            # the model waited on the HTTP side.
+            print("\nmodel calls of the micro-batcher (from /metrics)")
+            print("concurrency      calls   comments/call   ms/call   calls in flight (mean)")
+            for level, (comments, count, seconds), elapsed in calls:
+                print(
+                    f"{level:11d} {count:10.0f} {comments / count:15.1f} "
+                    f"{seconds / count * 1000:9.1f} {seconds / elapsed:24.2f}"
                 )
             maps = Path(f"/proc/{server.pid}/maps").read_text()
             print(f"\nserver resident memory after the run: {rss_mb(server.pid):.0f} MB")
