@@ -161,9 +161,9 @@ def main() -> None:
                 model = smooth_matmul_inputs(model, calibration, reference.tokenizer, alpha)
             means = grams = outliers = None
             if correct or gptq or outlier_factor is not None:
-                stats = input_statistics(model, calibration, reference.tokenizer)
+                stats = input_statistics(model, calibration, reference.tokenizer, gram=gptq)
                 means = {name: mean for name, (mean, _, _) in stats.items()} if correct else None
-                grams = {name: gram for name, (_, _, gram) in stats.items()} if gptq else None
+                grams = {n: g for n, (_, _, g) in stats.items() if g is not None} if gptq else None
                 if outlier_factor is not None:
                     outliers = {
                         name: outlier_channels(peak, outlier_factor, most_outliers)

@@ -95,10 +95,11 @@ def weight_consumers(
 
 
 def input_statistics(
-    model: onnx.ModelProto, texts: list[str], tokenizer: Any
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    model: onnx.ModelProto, texts: list[str], tokenizer: Any, gram: bool = False
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """For the input of every constant-weight MatMul, over the real (unpadded) tokens of the
-    calibration texts: each channel's mean and largest absolute value, and the Gram matrix."""
+    calibration texts: each channel's mean and largest absolute value, and with ``gram`` the
+    Gram matrix (for GPTQ; the costliest part)."""
     import onnxruntime as ort
     from onnx import helper
 
@@ -123,8 +124,9 @@ def input_statistics(
             rows = value[mask]
             sums[name] = sums.get(name, 0) + rows.sum(axis=0)
             peaks[name] = np.maximum(peaks.get(name, 0), np.abs(rows).max(axis=0))
-            grams[name] = grams.get(name, 0) + rows.astype(np.float64).T @ rows
-    return {name: (sums[name] / count, peaks[name], grams[name]) for name in names}
+            if gram:
+                grams[name] = grams.get(name, 0) + rows.astype(np.float64).T @ rows
+    return {name: (sums[name] / count, peaks[name], grams.get(name)) for name in names}
 
 
 def smooth_matmul_inputs(
