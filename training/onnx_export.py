@@ -134,9 +134,9 @@ def export_onnx(
     manifest = read_manifest(directory)
     if manifest.kind != "transformer-lora" or manifest.base_encoder is None:
         raise ValueError(f"{directory} holds a {manifest.kind} model; only transformers export")
-    scorer = TransformerScorer(directory, manifest, encoder_dir)
     if not calibration:
         raise ValueError("the int8 export needs calibration texts")
+    scorer = TransformerScorer(directory, manifest, encoder_dir)
     model = quantize_served(fused_fp32_model(scorer), list(calibration), scorer.tokenizer)
     onnx.save(model, directory / ONNX_FILE)
     tokenizer = verified_encoder_dir(encoder_dir, manifest.base_encoder.sha256) / TOKENIZER_FILE
