@@ -4,9 +4,9 @@ Starts the service as a user would (its own process, SQLite, the chosen model), 
 /readyz, then drives POST /v1/score with a small keep-alive HTTP/1.1 load generator (asyncio
 streams, so the generator costs little of the two cores) at each concurrency for a bounded
 time. Prints p50/p95/p99 latency, throughput and errors per level, and how the micro-batcher's
-model calls went (comments per call, time per call, calls in flight); the server's resident memory
-and whether torch was ever mapped into it; and, measured first in this process, the offline
-batch throughput of the same scorer for the ratio.
+model calls went (comments per call, time per call, calls in flight) with the server's CPU time
+per request; the server's resident memory and whether torch was ever mapped into it; and,
+measured first in this process, the offline batch throughput of the same scorer for the ratio.
 
 Usage: python bench/latency.py [--model-dir artifacts/minilm] [--seconds 60] [--levels 1 8 32]
 """
@@ -137,6 +137,12 @@ def model_calls(port: int) -> np.ndarray:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -191,11 +197,12 @@ def main() -> None:
             )
             calls = []
             for level in args.levels:
-                before = model_calls(port)
+                before, cpu_before = model_calls(port), cpu_seconds(server.pid)
                 latencies, errors, elapsed = uvloop.run(
                     drive(port, key, texts, level, args.seconds)
                 )
-                calls.append((level, model_calls(port) - before, elapsed))
+                cpu = cpu_seconds(server.pid) - cpu_before
+                calls.append((level, model_calls(port) - before, elapsed, cpu, len(latencies)))
                 ms = np.array(latencies) * 1000
                 throughput = len(latencies) / elapsed
                 print(
@@ -204,13 +211,18 @@ def main() -> None:
                     f"   {throughput / offline:6.0%}"
                 )
             # How full the model was kept: a mean below the calls allowed in flight (two) means
-            # the model waited on the HTTP side.
-            print("\nmodel calls of the micro-batcher (from /metrics)")
-            print("concurrency      calls   comments/call   ms/call   calls in flight (mean)")
-            for level, (comments, count, seconds), elapsed in calls:
+            # the model waited on the HTTP side. The server's CPU time per request (model and
+            # HTTP together) and its cores in use show what is left of the two cores.
+            print("\nmodel calls of the micro-batcher (from /metrics), server CPU time")
+            print(
+                "concurrency      calls   comments/call   ms/call   calls in flight (mean)"
+                "   server cores   CPU ms/request"
+            )
+            for level, (comments, count, seconds), elapsed, cpu, requests in calls:
                 print(
                     f"{level:11d} {count:10.0f} {comments / count:15.1f} "
-                    f"{seconds / count * 1000:9.1f} {seconds / elapsed:24.2f}"
+                    f"{seconds / count * 1000:9.1f} {seconds / elapsed:24.2f} "
+                    f"{cpu / elapsed:14.2f} {cpu / requests * 1000:16.2f}"
                 )
             maps = Path(f"/proc/{server.pid}/maps").read_text()
             print(f"\nserver resident memory after the run: {rss_mb(server.pid):.0f} MB")

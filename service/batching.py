@@ -77,12 +77,19 @@ class MicroBatcher:
         job = _Job(texts, loop.create_future(), time.monotonic() + self.deadline_s)
         self._jobs.append(job)
         self._arrived.set()
+        # A timer, not ``asyncio.wait_for``: no extra task per request. A caller that gives up
+        # (deadline or disconnect) leaves a done future, which ``_take`` skips.
+        timer = loop.call_later(self.deadline_s, self._expire, job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.deadline_s)
-        except TimeoutError:
-            raise ScoringTimeout(
-                f"the model did not answer within {self.deadline_s * 1000:.0f} ms"
-            ) from None
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: _Job) -> None:
+        if not job.future.done():
+            job.future.set_exception(
+                ScoringTimeout(f"the model did not answer within {self.deadline_s * 1000:.0f} ms")
+            )
 
     def _take(self) -> list[_Job]:
         """The oldest jobs that fit one call; a job bigger than ``max_batch`` goes alone."""

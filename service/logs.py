@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
+import secrets
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -53,7 +53,7 @@ def new_request_id(presented: str | None) -> str:
     header), else a fresh random one."""
     if presented is not None and _SANE_ID.fullmatch(presented):
         return presented
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
 
 
 class RequestIdFilter(logging.Filter):

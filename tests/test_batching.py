@@ -84,6 +84,25 @@ def test_a_request_never_waits_past_its_deadline(tiny_scorer: Scorer) -> None:
     assert isinstance(waited, float) and waited < 0.5
 
 
+def test_a_caller_that_gives_up_costs_the_model_nothing(tiny_scorer: Scorer) -> None:
+    """A client that disconnects while the model is busy: its comments are never scored."""
+    scorer = Recording(tiny_scorer, delay=0.2)
+
+    async def one_gives_up(batcher: MicroBatcher) -> list[Prediction]:
+        first = asyncio.create_task(batcher.predict(["scored"]))
+        await asyncio.sleep(0.05)  # the model is now busy with the first call
+        second = asyncio.create_task(batcher.predict(["abandoned", "abandoned too"]))
+        await asyncio.sleep(0)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return await first
+
+    predictions = _run(scorer, one_gives_up, wait=0.0)
+    assert isinstance(predictions, list) and len(predictions) == 1
+    assert scorer.calls == [1]
+
+
 def test_a_model_error_reaches_every_caller(tiny_scorer: Scorer) -> None:
     scorer = Recording(tiny_scorer, fail=True)
 

@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from model.explain import Explanation
 from model.tasks import Task
-from service.deps import BatcherDep, ScoringClient, SessionsDep, SettingsDep, SuggesterDep
+from service.deps import ScoringClient, ScoringDep
 from service.replies import suggestion_fields
 from service.schemas import (
     AUTH_ERRORS,
@@ -42,16 +42,14 @@ router = APIRouter(prefix="/v1", tags=["scoring"], responses=AUTH_ERRORS)
 async def score(
     request: ScoreRequest,
     _: ScoringClient,
-    batcher: BatcherDep,
-    settings: SettingsDep,
-    sessions: SessionsDep,
-    suggester: SuggesterDep,
+    scoring: ScoringDep,
 ) -> Response:
     """One model pass scores all tasks; thresholds come from the model, never from the request.
 
     Concurrent requests are scored together (micro-batching); the event loop never waits on the
     model or the database.
     """
+    batcher, settings = scoring.batcher, scoring.settings
     items = request.items()
     texts = check_texts(
         [item.text for item in items], settings.api.max_chars, settings.api.max_comments
@@ -66,8 +64,8 @@ async def score(
 
     def with_suggestions() -> list[CommentScore]:
         every = [prediction_fields(p) for p in predictions]
-        with sessions() as session:
-            found = suggester.suggest_many(
+        with scoring.sessions() as session:
+            found = scoring.suggester.suggest_many(
                 session,
                 [(item.text, f["scores"], {}) for item, f in zip(items, every, strict=True)],
                 request.suggest_replies,
