@@ -35,7 +35,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.latency import COMMENTDESK, cpu_seconds, drive, free_port, tweets
+from bench.latency import cpu_seconds, drive, free_port, server_env, tweets
 
 SERVERS = ("framework", "commentdesk")
 
@@ -123,16 +123,7 @@ def main() -> None:
     texts = tweets()
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in SERVERS}
     with tempfile.TemporaryDirectory() as state:
-        env = {
-            **os.environ,
-            "COMMENTDESK_STATE_DIR": state,
-            "COMMENTDESK_API__RATE_LIMIT_PER_SECOND": "0",
-        }
-        created = subprocess.run(
-            [COMMENTDESK, "keys", "create", "--role", "scorer", "--name", "bench"],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        key = created.stdout.strip().rsplit(" ", 1)[-1]
+        env, key = server_env(state)
         for _ in range(args.rounds):
             for kind in SERVERS:
                 server, port = start(kind, env, Path(state) / f"{kind}.log")

@@ -99,6 +99,23 @@ async def drive(
     return latencies, errors, time.perf_counter() - start
 
 
+def server_env(state: str, model_dir: Path | None = None) -> tuple[dict[str, str], str]:
+    """The environment of a benchmarked server (its state in STATE) and a scorer key for it. One
+    key drives every request, so the per-key rate limit is off: it would measure itself."""
+    env = {
+        **os.environ,
+        "COMMENTDESK_STATE_DIR": state,
+        "COMMENTDESK_API__RATE_LIMIT_PER_SECOND": "0",
+    }
+    if model_dir is not None:
+        env["COMMENTDESK_MODEL_DIR"] = str(model_dir)
+    created = subprocess.run(
+        [COMMENTDESK, "keys", "create", "--role", "scorer", "--name", "bench"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return env, created.stdout.strip().rsplit(" ", 1)[-1]
+
+
 def start_server(env: dict[str, str], state: Path) -> tuple[subprocess.Popen[bytes], int]:
     """``commentdesk serve`` on a free port, its output in STATE/server.log; returns once /readyz
     answers 200 (exits with the log's tail if the server dies first)."""
@@ -173,18 +190,7 @@ def main() -> None:
     print(f"offline batch throughput of the same scorer (best of 3): {offline:.0f} comments/s")
 
     with tempfile.TemporaryDirectory() as state:
-        env = {
-            **os.environ,
-            "COMMENTDESK_MODEL_DIR": str(args.model_dir),
-            "COMMENTDESK_STATE_DIR": state,
-            # One key drives every request: the per-key rate limit would measure itself.
-            "COMMENTDESK_API__RATE_LIMIT_PER_SECOND": "0",
-        }
-        created = subprocess.run(
-            [COMMENTDESK, "keys", "create", "--role", "scorer", "--name", "bench"],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        key = created.stdout.strip().rsplit(" ", 1)[-1]
+        env, key = server_env(state, args.model_dir)
         started = time.perf_counter()
         server, port = start_server(env, Path(state))
         try:
