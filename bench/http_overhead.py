@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging.config
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.latency import cpu_seconds, drive, free_port, server_env, tweets
+from bench.latency import cpu_seconds, drive, server_env, start_server, tweets
 
 SERVERS = ("framework", "commentdesk")
 
@@ -87,27 +86,6 @@ def serve_commentdesk(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_config=logs)
 
 
-def start(kind: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import httpx
-
-    port = free_port()
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--port", str(port)],
-            env=env, stdout=out, stderr=out,
-        )  # fmt: skip
-    while True:
-        if server.poll() is not None:
-            sys.exit(f"{kind} server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                time.sleep(0.5)  # the instant model is patched in right after start-up
-                return server, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -126,9 +104,12 @@ def main() -> None:
         env, key = server_env(state)
         for _ in range(args.rounds):
             for kind in SERVERS:
-                server, port = start(kind, env, Path(state) / f"{kind}.log")
+                server, port = start_server(
+                    env, Path(state), (sys.executable, __file__, "--serve", kind)
+                )
                 try:
-                    uvloop.run(drive(port, key, texts, 4, 1.0))  # warm-up
+                    # Warm-up; the instant model is in place milliseconds after start-up.
+                    uvloop.run(drive(port, key, texts, 4, 1.0))
                     cpu_before = cpu_seconds(server.pid)
                     latencies, errors, elapsed = uvloop.run(
                         drive(port, key, texts, args.concurrency, args.seconds)

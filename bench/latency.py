@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +117,18 @@ def server_env(state: str, model_dir: Path | None = None) -> tuple[dict[str, str
     return env, created.stdout.strip().rsplit(" ", 1)[-1]
 
 
-def start_server(env: dict[str, str], state: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``commentdesk serve`` on a free port, its output in STATE/server.log; returns once /readyz
-    answers 200 (exits with the log's tail if the server dies first)."""
+def start_server(
+    env: dict[str, str], state: Path, command: Sequence[str] = (COMMENTDESK, "serve")
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``command --port N`` (by default ``commentdesk serve``) on a free port, its output in
+    STATE/server.log; returns once /readyz answers 200 (exits with the log's tail if the server
+    dies first)."""
     import httpx
 
     port = free_port()
     log = state / "server.log"
     with log.open("w") as out:
-        server = subprocess.Popen(
-            [COMMENTDESK, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
+        server = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=out, stderr=out)
     while True:
         if server.poll() is not None:
             sys.exit(f"server exited: {log.read_text()[-2000:]}")
