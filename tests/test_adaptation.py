@@ -17,13 +17,15 @@ from model.artifact import read_manifest, sha256_file
 from model.scorer import TransformerScorer, decide_rows
 from model.tasks import LABELS, Task
 from training.adaptation import (
+    TEACHER_LAYERS,
     AdaptationOptions,
     adapt_encoder,
     fold_adapters_file,
+    teacher_labels,
     teacher_logits,
 )
 from training.evaluate import CROSS_VALIDATED
-from training.feedback import FeedbackOptions, load_feedback, retrain_heads
+from training.feedback import FeedbackOptions, load_feedback, retrain_heads, text_buckets
 from training.transformer import pooled_vectors
 
 
@@ -198,3 +200,82 @@ def test_out_of_fold_predictions_need_folds_and_an_adapting_encoder(
             predictions_file=tmp_path / "out-of-fold.jsonl",
         )  # fmt: skip
     assert not (tmp_path / "out").exists() and not (tmp_path / "out-of-fold.jsonl").exists()
+
+
+def test_the_teacher_learns_its_labels_from_the_decisions() -> None:
+    rng = np.random.default_rng(0)
+    train, new = rng.normal(size=(200, 6)), rng.normal(size=(100, 6))
+    labels = teacher_labels(train, (train[:, 2] > 0).astype(int), new, seed=0)
+    assert labels.shape == (100,)
+    assert np.mean(labels == (new[:, 2] > 0)) >= 0.95
+
+
+def test_pooled_vectors_of_chosen_layers_end_with_the_heads_vector(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path
+) -> None:
+    scorer = TransformerScorer(tiny_transformer_dir, read_manifest(tiny_transformer_dir),
+                               tiny_encoder_dir)  # fmt: skip
+    texts = ["where is my parcel?", "thanks, all sorted", "a much longer comment " * 5]
+    heads = pooled_vectors(scorer.network, scorer.tokenizer, texts, 2)
+    layers = pooled_vectors(scorer.network, scorer.tokenizer, texts, 2, TEACHER_LAYERS)
+    width = heads.shape[1]
+    assert layers.shape == (3, len(TEACHER_LAYERS) * width)
+    assert np.allclose(layers[:, -width:], heads, atol=1e-5)
+    assert not np.allclose(layers[:, :width], heads, atol=1e-3)
+
+
+def _anchors_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[
+    tuple[dict[Task, tuple[list[str], np.ndarray]], dict[Task, tuple[list[str], np.ndarray]]]
+]:
+    """Records each adapt_encoder call's decisions and anchors, in call order."""
+    import training.adaptation as adaptation
+
+    seen = []
+    real = adaptation.adapt_encoder
+
+    def recording(network, tokenizer, decisions, anchors, replay, options):  # type: ignore[no-untyped-def]
+        seen.append((dict(decisions), {t: (list(a[0]), a[1].copy()) for t, a in anchors.items()}))
+        return real(network, tokenizer, decisions, anchors, replay, options)
+
+    monkeypatch.setattr(adaptation, "adapt_encoder", recording)
+    return seen
+
+
+def test_a_teacher_fitted_on_each_folds_decisions_relabels_the_rule_voted_anchors(
+    tiny_transformer_dir: Path,
+    tiny_encoder_dir: Path,
+    synthetic_data_dir: Path,
+    brand_question_labels: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feedback = load_feedback(brand_question_labels)
+    fold_of = text_buckets(feedback["text"]) % 2
+    # The same decisions with fold 0's labels flipped: fold 0's own model must not notice.
+    flipped = feedback.copy()
+    flipped.loc[fold_of == 0, "label"] = flipped.loc[fold_of == 0, "label"].map(
+        {"question": "not-question", "not-question": "question"}
+    )
+    runs = {}
+    for name, rows, teacher in (("rules", feedback, False), ("taught", feedback, True),
+                                ("flipped", flipped, True)):  # fmt: skip
+        seen = _anchors_seen(monkeypatch)
+        retrain_heads(
+            tiny_transformer_dir, rows, synthetic_data_dir, tmp_path / name,
+            FeedbackOptions(encoder_steps=2, replay_rows=40, max_drop=100.0,
+                            teacher_anchors=teacher),
+            "hash", tiny_encoder_dir, folds=2,
+        )  # fmt: skip
+        assert len(seen) == 3  # two folds, then the served model
+        runs[name] = [anchors[Task.QUESTION] for _, anchors in seen]
+    votes = runs["rules"][0]
+    for texts, _ in runs["taught"] + runs["flipped"]:
+        assert texts == votes[0]  # the same rows, only their labels change
+    taught = runs["taught"]
+    assert any(not np.array_equal(labels, votes[1]) for _, labels in taught)
+    # Fold 0's model was taught without fold 0's labels: flipping them changes nothing there,
+    # but the model fitted on every decision (the last call) learns from them.
+    assert np.array_equal(runs["flipped"][0][1], taught[0][1])
+    assert not np.array_equal(runs["flipped"][2][1], taught[2][1])

@@ -29,7 +29,7 @@ from model.scorer import calibrated, decide_rows
 from model.tasks import LABELS, Task
 from model.text import dedup_key
 from model.transformer import MultiTaskNetwork, encode
-from training.catalog import Catalog
+from training.catalog import WEAK_QUESTION_SOURCE, Catalog
 from training.evaluate import CROSS_VALIDATED, EVALUATIONS, polarity_only
 from training.feedback import (
     FEEDBACK_SOURCE,
@@ -66,6 +66,39 @@ class AdaptationOptions:
     distill_temperature: float = 2.0
     warmup_steps: int = 20
     seed: int = 0
+
+
+# The layers whose mean-pooled states the anchors' teacher reads, the last three (4-6 of
+# MiniLM's six): on brand questions they separate better side by side than the last layer alone
+# (docs/experiments.md).
+TEACHER_LAYERS = (-3, -2, -1)
+# Anchoring rows whose labels are rule votes, not people's: a teacher may relabel them.
+WEAK_SOURCES = frozenset({WEAK_QUESTION_SOURCE})
+
+
+def teacher_labels(
+    train_vectors: np.ndarray, train_labels: np.ndarray, vectors: np.ndarray, seed: int
+) -> np.ndarray:
+    """Labels for ``vectors`` from a logistic regression fitted on the decisions' vectors.
+
+    Its regularisation is chosen by cross-validation inside the decisions it is given, so an
+    out-of-fold figure stays out of sample; unweighted, so its labels keep the decisions' prior.
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=10, cv=folds, scoring="neg_log_loss", max_iter=3000, use_legacy_attributes=False
+        ),
+    )
+    model.fit(train_vectors, train_labels)
+    labels: np.ndarray = model.predict(vectors)
+    return labels
 
 
 @torch.inference_mode()
@@ -247,7 +280,7 @@ def retrain_encoder(
     )  # fmt: skip
     of_task = {task: (decisions["task"] == task.value).to_numpy() for task in tasks}
     keys = set(decisions["text"].map(dedup_key))
-    anchor_rows, replay = {}, []
+    anchor_rows, weak, replay = {}, {}, []
     for task in tasks:
         plan = next(p for p in plans if p.task is task)
         regular = catalog.select(task, "train", plan.train_sources)
@@ -258,6 +291,7 @@ def retrain_encoder(
             list(anchors["text"]),
             anchors["label"].map(LABELS[task].index).to_numpy(),
         )
+        weak[task] = anchors["source"].isin(WEAK_SOURCES).to_numpy()
         # The texts the other heads must keep reading alike: ones the anchors leave, ...
         replay += list(regular["text"].iloc[options.replay_rows : options.replay_rows + 2000])
     # ... the decisions' own (a head that does not learn from them must read them alike), and a
@@ -273,6 +307,32 @@ def retrain_encoder(
     adaptation = AdaptationOptions(
         steps=options.encoder_steps, lr=options.encoder_lr, seed=options.seed
     )
+    relabelled = [task for task in tasks if options.teacher_anchors and weak[task].any()]
+    if relabelled:  # the teacher reads the network as it was, before any adaptation
+        taught = list(dict.fromkeys(decisions["text"])) + [
+            text for task in relabelled for text in anchor_rows[task][0]
+        ]
+        vectors = pooled_vectors(network, tokenizer, taught, 64, TEACHER_LAYERS)
+        row_of = {text: i for i, text in enumerate(taught)}
+
+    def anchors_for(train: np.ndarray) -> dict[Task, tuple[Sequence[str], np.ndarray]]:
+        """The anchoring rows, their rule votes replaced by a teacher fitted on ``train``."""
+        result: dict[Task, tuple[Sequence[str], np.ndarray]] = dict(anchor_rows)
+        for task in relabelled:
+            texts, votes = anchor_rows[task]
+            fitted = train & of_task[task]
+            taught_labels = teacher_labels(
+                vectors[[row_of[t] for t in decisions["text"][fitted]]],
+                labels[fitted],
+                vectors[[row_of[t] for t in texts]],
+                options.seed,
+            )
+            result[task] = (texts, np.where(weak[task], taught_labels, votes))
+            logger.info(
+                "teacher: %d of %d %s anchors relabelled",
+                int((result[task][1] != votes).sum()), len(votes), task.value,
+            )  # fmt: skip
+        return result
 
     def adapt(train: np.ndarray) -> None:
         network.load_trainable_state(base_state)
@@ -280,7 +340,7 @@ def retrain_encoder(
             task: (list(decisions["text"][train & of_task[task]]), labels[train & of_task[task]])
             for task in tasks
         }
-        adapt_encoder(network, tokenizer, mine, anchor_rows, replay_rows, adaptation)
+        adapt_encoder(network, tokenizer, mine, anchors_for(train), replay_rows, adaptation)
 
     def predict(rows: np.ndarray, fold: int = -1) -> tuple[dict[int, str], list[dict[str, Any]]]:
         """The current network's label for each of these decision rows (under its own task),

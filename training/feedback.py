@@ -81,6 +81,9 @@ class FeedbackOptions:
     # distilled (training/adaptation.py; one task at a time); 0: fit the heads only.
     encoder_steps: int = 0
     encoder_lr: float = 3e-4
+    # With encoder_steps: anchoring rows whose labels are rule votes (the weak question labels)
+    # take the label of a teacher fitted on the decisions instead (training/adaptation.py).
+    teacher_anchors: bool = False
 
 
 def text_buckets(texts: pd.Series) -> np.ndarray:

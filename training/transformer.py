@@ -161,16 +161,29 @@ def _loss_functions(data: list[TaskData]) -> dict[Task, nn.Module]:
 
 @torch.inference_mode()
 def pooled_vectors(
-    network: MultiTaskNetwork, tokenizer: Any, texts: Sequence[str], batch_size: int
+    network: MultiTaskNetwork,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    layers: Sequence[int] = (),
 ) -> np.ndarray:
-    """The vectors the heads read, batched by length so padding stays small."""
+    """The vectors the heads read, batched by length so padding stays small; with ``layers``,
+    the mean-pooled hidden states of those layers side by side instead (indices into the
+    encoder's hidden states: 0 = the embeddings, -1 = the last layer)."""
     network.eval()
-    out = np.zeros((len(texts), network.encoder.config.hidden_size), dtype=np.float32)
+    width = network.encoder.config.hidden_size * max(1, len(layers))
+    out = np.zeros((len(texts), width), dtype=np.float32)
     order = np.argsort([len(t) for t in texts])
     for start in range(0, len(texts), batch_size):
         index = order[start : start + batch_size]
         batch = encode(tokenizer, [texts[i] for i in index], network.config.max_length)
-        out[index] = network.pool(**batch).float().numpy()
+        if not layers:
+            out[index] = network.pool(**batch).float().numpy()
+            continue
+        states = network.encoder(**batch, output_hidden_states=True).hidden_states
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        means = [(states[k] * mask).sum(1) / mask.sum(1).clamp(min=1.0) for k in layers]
+        out[index] = torch.cat(means, dim=1).float().numpy()
     return out
 
 
