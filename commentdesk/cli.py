@@ -292,7 +292,9 @@ def train(
         typer.Option(
             help="Fit the served transformer model's heads again with these decisions "
             "(`commentdesk feedback export`); options: --set feedback.replay_rows=..., "
-            "--set feedback.encoder_steps=N (adapt the encoder to one task's decisions too)"
+            "--set feedback.encoder_steps=N (adapt the encoder to the decisions' tasks too), "
+            "--set feedback.teacher_anchors=true (a teacher fitted on the decisions relabels "
+            "rule-voted training rows)"
         ),
     ] = None,
     folds: Annotated[

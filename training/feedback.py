@@ -78,7 +78,7 @@ class FeedbackOptions:
     seed: int = 0
     batch_size: int = 64
     # > 0: adapt the encoder itself to the decisions for this many steps, the other heads
-    # distilled (training/adaptation.py; one task at a time); 0: fit the heads only.
+    # distilled (training/adaptation.py; every decided task at once); 0: fit the heads only.
     encoder_steps: int = 0
     encoder_lr: float = 3e-4
     # With encoder_steps: anchoring rows whose labels are rule votes (the weak question labels)
