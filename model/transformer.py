@@ -2,7 +2,8 @@
 
 The base encoder stays frozen and pinned (model.encoder); training adds low-rank adapters to its
 linear layers and learns the heads, so a trained model is a few MB of adapters and heads on top
-of a file everyone already has.
+of a file everyone already has. ``lora_rank = 0`` trains every encoder weight instead (full
+fine-tuning: the comparison docs/experiments.md records; its weights are the whole encoder).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ LORA_TARGETS = (
 @dataclass(frozen=True)
 class NetworkConfig:
     max_length: int = 64
-    lora_rank: int = 8
+    lora_rank: int = 8  # 0: full fine-tuning, no adapters
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
     head_dropout: float = 0.1
@@ -79,9 +80,10 @@ class MultiTaskNetwork(nn.Module):
         super().__init__()
         self.config = config
         self.tasks = tuple(tasks)
-        for parameter in encoder.parameters():
-            parameter.requires_grad = False
-        _add_lora(encoder, config)
+        if config.lora_rank > 0:
+            for parameter in encoder.parameters():
+                parameter.requires_grad = False
+            _add_lora(encoder, config)
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict(
@@ -111,7 +113,7 @@ class MultiTaskNetwork(nn.Module):
         return pooled
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Only what training changed: adapters and heads (the artifact's weights)."""
+        """Only what training changed: adapters (or, fully fine-tuned, the encoder) and heads."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {
             name: tensor.detach().clone()

@@ -23,7 +23,8 @@ from model.transformer import (
     load_tokenizer,
 )
 from training.calibration import fit_temperature
-from training.transformer import train_transformer
+from training.config import load_config
+from training.transformer import OptimConfig, parameter_groups, train_transformer
 
 
 def test_one_pass_gives_every_task(tiny_encoder_dir: Path) -> None:
@@ -46,6 +47,50 @@ def test_only_adapters_and_heads_train(tiny_encoder_dir: Path) -> None:
     lora = next(m for m in network.modules() if isinstance(m, LoRALinear))
     x = torch.randn(3, lora.base.in_features)
     assert torch.allclose(lora(x), lora.base(x))
+
+
+def test_layer_wise_learning_rates_fall_with_depth(tiny_encoder_dir: Path) -> None:
+    network = build_network(tiny_encoder_dir, list(Task), NetworkConfig(lora_rank=0))
+    groups = parameter_groups(network, OptimConfig(lr=1.0, head_lr=5.0, layer_lr_decay=0.5))
+    # Embeddings, layer 1, layer 2 (the top: full rate), heads.
+    assert [group["lr"] for group in groups] == [0.25, 0.5, 1.0, 5.0]
+    grouped = [p for group in groups for p in group["params"]]
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
+    word_embeddings = network.encoder.embeddings.word_embeddings.weight
+    assert any(p is word_embeddings for p in groups[0]["params"])
+    # One rate by default: the split by depth changes nothing.
+    assert {group["lr"] for group in parameter_groups(network, OptimConfig(lr=1.0))[:-1]} == {1.0}
+
+
+def test_full_fine_tuning_trains_and_serves_every_encoder_weight(
+    tiny_encoder_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """``lora_rank = 0``: no adapters, every encoder weight trains, is saved and is served."""
+    network = build_network(tiny_encoder_dir, list(Task), NetworkConfig(lora_rank=0))
+    assert not any(isinstance(m, LoRALinear) for m in network.modules())
+    assert all(p.requires_grad for p in network.parameters())
+    overrides = [
+        "optim.max_steps=20", "optim.eval_every=20", "optim.batch_size=8", "optim.lr=0.01",
+        "optim.layer_lr_decay=0.8", "network.lora_rank=0", "network.max_length=16",
+    ]  # fmt: skip
+    config = load_config(PROJECT_ROOT / "configs" / "multitask.toml", overrides)
+    config["base_encoder_sha256"] = sha256_file(tiny_encoder_dir / "model.safetensors")
+    train_transformer(config, synthetic_data_dir, tmp_path, encoder_dir=tiny_encoder_dir)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "adapters.safetensors")
+    base = build_network(tiny_encoder_dir, list(Task), NetworkConfig(lora_rank=0))
+    assert set(saved) == {name for name, _ in base.named_parameters()}
+    query = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(saved[query].float(), base.state_dict()[query])  # it trained
+    texts = ["I love this!", "can you help with my order?"]
+    torch_scorer = load_scorer(tmp_path, encoder_dir=tiny_encoder_dir, runtime="torch")
+    onnx_scorer = load_scorer(tmp_path, encoder_dir=tiny_encoder_dir, runtime="onnx")
+    for ours, exported in zip(torch_scorer.predict(texts), onnx_scorer.predict(texts), strict=True):
+        assert ours.scores[Task.SENTIMENT] == pytest.approx(
+            exported.scores[Task.SENTIMENT], abs=0.1
+        )
 
 
 def test_encoder_hash_is_enforced(tiny_encoder_dir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,9 @@ class OptimConfig:
     patience: int = 4
     max_minutes: float = 100.0
     grad_clip: float = 1.0
+    # Layer-wise learning-rate decay (Howard & Ruder 2018; Sun et al. 2019): encoder layer k of
+    # L (1 = lowest) trains at lr * decay ** (L - k), the embeddings at lr * decay ** L.
+    layer_lr_decay: float = 1.0
     sampling_temperature: float = 0.5
     eval_batch_size: int = 128
 
@@ -218,6 +222,28 @@ def validation_scores(
     return scores
 
 
+def parameter_groups(network: MultiTaskNetwork, optim: OptimConfig) -> list[dict[str, Any]]:
+    """The optimiser's groups: the encoder's trainable weights by depth (one rate unless
+    ``layer_lr_decay`` is below 1), then the heads (always the last group)."""
+    layers = network.encoder.config.num_hidden_layers
+    by_depth: dict[int, list[nn.Parameter]] = {}
+    heads = []
+    for name, parameter in network.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("heads."):
+            heads.append(parameter)
+            continue
+        match = re.search(r"\.layer\.(\d+)\.", name)
+        # Layers count from 1, the embeddings are depth 0; anything above the layers is depth L.
+        depth = int(match[1]) + 1 if match else (0 if "embeddings" in name else layers)
+        by_depth.setdefault(depth, []).append(parameter)
+    return [
+        {"params": params, "lr": optim.lr * optim.layer_lr_decay ** (layers - depth)}
+        for depth, params in sorted(by_depth.items())
+    ] + [{"params": heads, "lr": optim.head_lr}]
+
+
 def _schedule(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / max(1, warmup)
@@ -246,16 +272,9 @@ def train_transformer(
     network = build_network(encoder_dir, [p.task for p in plans], network_config)
     losses = _loss_functions(data)
 
-    head_params = [
-        p for n, p in network.named_parameters() if p.requires_grad and n.startswith("heads.")
-    ]
-    adapter_params = [
-        p for n, p in network.named_parameters() if p.requires_grad and not n.startswith("heads.")
-    ]
-    optimizer = torch.optim.AdamW(
-        [{"params": adapter_params, "lr": optim.lr}, {"params": head_params, "lr": optim.head_lr}],
-        weight_decay=optim.weight_decay,
-    )
+    groups = parameter_groups(network, optim)
+    trainable = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
     warmup = int(optim.warmup_ratio * optim.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _schedule(s, optim.max_steps, warmup)
@@ -297,7 +316,7 @@ def train_transformer(
         loss = losses[item.plan.task](logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter_params + head_params, optim.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
         optimizer.step()
         scheduler.step()
         state["step"] += 1
