@@ -50,7 +50,7 @@ model: install
 brand-model: install
 	mkdir -p build
 	$(VENV)/bin/commentdesk data labels brand_comments/dev --task question --task sentiment -o build/brand-dev-labels.jsonl
-	$(VENV)/bin/commentdesk train --feedback build/brand-dev-labels.jsonl --folds 5 --version 0.6.1 --set feedback.encoder_steps=200 \
+	$(VENV)/bin/commentdesk train --feedback build/brand-dev-labels.jsonl --folds 5 --version 0.6.2 --set feedback.encoder_steps=200 \
 		--model-dir artifacts/minilm --output-dir artifacts/minilm-brand --out-of-fold build/brand-dev-out-of-fold.jsonl
 
 model-card: install
