@@ -21,7 +21,12 @@ from model.onnx_runtime import OnnxScorer, buckets
 from model.scorer import TransformerScorer, load_scorer
 from model.tasks import Task
 from training.onnx_export import export_onnx
-from training.quantization import SERVED_FORM, outlier_channels, quantize_per_token
+from training.quantization import (
+    SERVED_FORM,
+    WEIGHT_LEVELS,
+    outlier_channels,
+    quantize_per_token,
+)
 
 TEXTS = [
     "where is my order??",
@@ -181,6 +186,22 @@ def test_the_export_is_the_served_form_and_needs_calibration(
     shutil.copytree(tiny_transformer_dir, copy)
     with pytest.raises(ValueError, match="calibration texts"):
         export_onnx(copy, [], tiny_encoder_dir)
+
+
+@pytest.mark.parametrize("committed", [None, "minilm", "minilm-brand"])
+def test_int8_weights_cannot_saturate_the_avx2_kernel(
+    tiny_transformer_dir: Path, committed: str | None
+) -> None:
+    """Without VNNI, ONNX Runtime's u8 x s8 kernel adds pairs of products in int16: a uint8
+    activation (up to 255) times two weights must stay within 32,767, or scores change by
+    machine. Checked on a fresh export and on the committed models."""
+    directory = PROJECT_ROOT / "artifacts" / committed if committed else tiny_transformer_dir
+    model = onnx.load(str(directory / "model.int8.onnx"))
+    weights = {init.name: init for init in model.graph.initializer}
+    products = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert products
+    peaks = [int(np.abs(numpy_helper.to_array(weights[n.input[1]])).max()) for n in products]
+    assert max(peaks) == WEIGHT_LEVELS and 2 * 255 * WEIGHT_LEVELS <= 32_767
 
 
 def test_outlier_channels_are_those_far_above_the_median() -> None:

@@ -372,7 +372,7 @@ SMOOTHING = 0.5
 OUTLIER_FACTOR = 2.0
 MOST_OUTLIERS = 16
 SERVED_FORM = (
-    f"int8 MatMulIntegerToFloat, activations per token, weights per column; SmoothQuant "
+    f"int8 MatMulIntegerToFloat, activations per token, 7-bit weights per column; SmoothQuant "
     f"(alpha {SMOOTHING}), up to {MOST_OUTLIERS} outlier channels over {OUTLIER_FACTOR}x the "
     "median peak in fp32; MultiHeadAttention; int8 embedding rows"
 )
