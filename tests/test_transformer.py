@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest, sha256_file
@@ -77,8 +78,6 @@ def test_full_fine_tuning_trains_and_serves_every_encoder_weight(
     config = load_config(PROJECT_ROOT / "configs" / "multitask.toml", overrides)
     config["base_encoder_sha256"] = sha256_file(tiny_encoder_dir / "model.safetensors")
     train_transformer(config, synthetic_data_dir, tmp_path, encoder_dir=tiny_encoder_dir)
-    from safetensors.torch import load_file
-
     saved = load_file(tmp_path / "adapters.safetensors")
     base = build_network(tiny_encoder_dir, list(Task), NetworkConfig(lora_rank=0))
     assert set(saved) == {name for name, _ in base.named_parameters()}
