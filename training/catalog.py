@@ -33,6 +33,7 @@ SST2_DIR = Path("sst2/data/SST-2")
 BRAND_DEV = Path("brand_comments/dev.jsonl")
 BRAND_UNLABELLED = Path("brand_comments/unlabelled.jsonl")
 WEAK_QUESTION_SOURCE = "brand_unlabelled-weak"
+PSEUDO_SOURCE = "brand_unlabelled-pseudo"  # a teacher model's labels (training.pseudo_labels)
 
 
 class DataError(Exception):
@@ -159,6 +160,7 @@ SOURCE_FILES: dict[str, list[str]] = {
     "brand_comments": [str(BRAND_DEV), str(BRAND_UNLABELLED)],
 }
 SOURCE_FILES[WEAK_QUESTION_SOURCE] = [str(BRAND_UNLABELLED)]
+SOURCE_FILES[PSEUDO_SOURCE] = [str(BRAND_UNLABELLED)]
 
 
 @dataclass

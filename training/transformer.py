@@ -42,10 +42,11 @@ from model.transformer import (
     load_tokenizer,
 )
 from training.calibration import fit_calibration
-from training.catalog import Catalog, load_catalog, source_hashes
+from training.catalog import PSEUDO_SOURCE, Catalog, load_catalog, source_hashes
 from training.config import ConfigError
 from training.metrics import best_threshold, expected_calibration_error, official_metric
 from training.onnx_export import export_onnx
+from training.pseudo_labels import pseudo_labelled
 
 logger = logging.getLogger(__name__)
 ADAPTERS_FILE = "adapters.safetensors"
@@ -262,7 +263,8 @@ def train_transformer(
     network_config = _dataclass_from(NetworkConfig, config.get("network", {}), "network")
     optim = _dataclass_from(OptimConfig, config.get("optim", {}), "optim")
     plans = task_plans(config)
-    catalog = load_catalog(data_dir)
+    pseudo_tasks = [p.task for p in plans if PSEUDO_SOURCE in p.train_sources]
+    catalog = load_catalog(data_dir, pseudo_labelled(config, pseudo_tasks, data_dir, encoder_dir))
     data = task_data(catalog, plans)
     expected_sha = config.get("base_encoder_sha256")
     encoder_dir = verified_encoder_dir(
