@@ -56,7 +56,7 @@ def test_a_task_asking_for_pseudo_labels_needs_a_teacher(synthetic_data_dir: Pat
 
 
 def test_pseudo_labels_join_training_and_are_cleaned_of_evaluation_texts(
-    tiny_model_dir: Path, synthetic_data_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, synthetic_data_dir: Path
 ) -> None:
     config = load_config(
         PROJECT_ROOT / "configs" / "multitask.toml",
