@@ -11,9 +11,9 @@ from commentdesk.settings import PROJECT_ROOT
 from model.artifact import read_manifest, sha256_file
 from model.scorer import Scorer
 from model.tasks import Task
-from training.catalog import PSEUDO_SOURCE, load_brand_unlabelled, load_catalog
+from training.catalog import PSEUDO_SOURCE, data_hashes, load_brand_unlabelled, load_catalog
 from training.config import ConfigError, load_config
-from training.pseudo_labels import pseudo_label_examples, pseudo_labelled
+from training.pseudo_labels import pseudo_label_examples, pseudo_labelled, with_teacher
 from training.transformer import train_transformer
 
 
@@ -86,5 +86,13 @@ def test_training_with_pseudo_labels_records_the_teacher(
     config["base_encoder_sha256"] = sha256_file(tiny_encoder_dir / "model.safetensors")
     train_transformer(config, synthetic_data_dir, tmp_path, encoder_dir=tiny_encoder_dir)
     manifest = read_manifest(tmp_path)
-    assert PSEUDO_SOURCE in manifest.training_data
     assert manifest.config["pseudo_labels"]["teacher"] == str(tiny_model_dir)
+    # The data hash covers the teacher as well as the unlabelled file.
+    file_hash = data_hashes(synthetic_data_dir, [PSEUDO_SOURCE])[PSEUDO_SOURCE]
+    assert manifest.training_data[PSEUDO_SOURCE] == with_teacher(file_hash, config) != file_hash
+    retrained = tmp_path / "retrained-teacher"
+    retrained.mkdir()
+    manifest_text = (tiny_model_dir / "manifest.json").read_text(encoding="utf-8")
+    (retrained / "manifest.json").write_text(manifest_text.replace("{", "{ ", 1), encoding="utf-8")
+    other = {"pseudo_labels": {"teacher": str(retrained)}}
+    assert with_teacher(file_hash, other) != with_teacher(file_hash, config)

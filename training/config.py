@@ -5,12 +5,22 @@ from __future__ import annotations
 import ast
 import tomllib
 from copy import deepcopy
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 
 class ConfigError(ValueError):
     """A config file or override is malformed."""
+
+
+def section_dataclass(cls: Any, config: dict[str, Any], name: str) -> Any:
+    """The config's ``[name]`` section as a dataclass; a key the dataclass lacks is an error."""
+    section = config.get(name, {})
+    unknown = set(section) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown keys {sorted(unknown)}")
+    return cls(**section)
 
 
 def _parse_value(raw: str) -> Any:

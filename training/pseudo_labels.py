@@ -13,6 +13,7 @@ stops being out of sample: use a model trained on the public sets only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model.artifact import sha256_file
 from model.scorer import Scorer, load_scorer
 from model.tasks import LABELS, Task
 from training.catalog import COLUMNS, PSEUDO_SOURCE, load_brand_unlabelled
-from training.config import ConfigError
+from training.config import ConfigError, section_dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +39,7 @@ class PseudoLabelConfig:
 
 
 def pseudo_label_config(config: dict[str, Any]) -> PseudoLabelConfig:
-    section = dict(config.get("pseudo_labels", {}))
-    unknown = set(section) - {"teacher", "share"}
-    if unknown:
-        raise ConfigError(f"unknown keys in [pseudo_labels]: {sorted(unknown)}")
-    settings = PseudoLabelConfig(**section)
+    settings: PseudoLabelConfig = section_dataclass(PseudoLabelConfig, config, "pseudo_labels")
     if not 0.0 < settings.share <= 1.0:
         raise ConfigError("pseudo_labels.share must be in (0, 1]")
     return settings
@@ -94,3 +92,10 @@ def pseudo_labelled(
     scorer = load_scorer(Path(settings.teacher), encoder_dir)
     texts = load_brand_unlabelled(data_dir)
     return [pseudo_label_examples(texts, scorer, tasks, settings.share)]
+
+
+def with_teacher(source_hash: str, config: dict[str, Any]) -> str:
+    """The pseudo-label source's data hash, covering the teacher too: its manifest holds the hash
+    of each of its files, so another teacher (or a retrained one at the same path) differs."""
+    teacher = Path(pseudo_label_config(config).teacher) / "manifest.json"
+    return hashlib.sha256(f"{source_hash}:{sha256_file(teacher)}".encode()).hexdigest()

@@ -9,7 +9,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,10 @@ from model.transformer import (
 )
 from training.calibration import fit_calibration
 from training.catalog import PSEUDO_SOURCE, Catalog, load_catalog, source_hashes
-from training.config import ConfigError
+from training.config import ConfigError, section_dataclass
 from training.metrics import best_threshold, expected_calibration_error, official_metric
 from training.onnx_export import export_onnx
-from training.pseudo_labels import pseudo_labelled
+from training.pseudo_labels import pseudo_labelled, with_teacher
 
 logger = logging.getLogger(__name__)
 ADAPTERS_FILE = "adapters.safetensors"
@@ -87,14 +87,6 @@ class TaskData:
     train_labels: np.ndarray
     val_texts: list[str] = field(default_factory=list)
     val_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-
-def _dataclass_from(cls: Any, section: dict[str, Any], name: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(section) - known
-    if unknown:
-        raise ConfigError(f"[{name}] has unknown keys {sorted(unknown)}")
-    return cls(**section)
 
 
 def task_plans(config: dict[str, Any]) -> list[TaskPlan]:
@@ -260,8 +252,8 @@ def train_transformer(
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    network_config = _dataclass_from(NetworkConfig, config.get("network", {}), "network")
-    optim = _dataclass_from(OptimConfig, config.get("optim", {}), "optim")
+    network_config = section_dataclass(NetworkConfig, config, "network")
+    optim = section_dataclass(OptimConfig, config, "optim")
     plans = task_plans(config)
     pseudo_tasks = [p.task for p in plans if PSEUDO_SOURCE in p.train_sources]
     catalog = load_catalog(data_dir, pseudo_labelled(config, pseudo_tasks, data_dir, encoder_dir))
@@ -431,6 +423,9 @@ def _write_artifact(
     sources = sorted({s for p in plans for s in (*p.train_sources, p.val_source) if s})
 
     best = max(state["history"], key=lambda h: h["mean"]) if state["history"] else {}
+    training_data = source_hashes(data_dir, sources)
+    if PSEUDO_SOURCE in training_data:
+        training_data[PSEUDO_SOURCE] = with_teacher(training_data[PSEUDO_SOURCE], config)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         name=str(config["name"]),
@@ -447,7 +442,7 @@ def _write_artifact(
             },
             **{f"calibration.{task}": values for task, values in calibration.items()},
         },
-        training_data=source_hashes(data_dir, sources),
+        training_data=training_data,
         library_versions=library_versions("torch", "transformers", "numpy", "safetensors"),
         config=config,
         base_encoder=BaseEncoder(
