@@ -7,16 +7,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from model.artifact import Manifest, TaskSpec, read_manifest
 from model.encoder import BASE_ENCODER_SHA256
 from model.errors import ArtifactError, InvalidTextError
-from model.linear import TfidfLinearModel
 from model.tasks import LABELS, Task
 from model.text import UNPAIRED_SURROGATE
+
+if TYPE_CHECKING:  # scikit-learn and SciPy cost ~150 MB and 1 s: imported only to serve one
+    from model.linear import TfidfLinearModel
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +256,8 @@ def load_scorer(
             logger.warning("%s has no ONNX export; scoring with PyTorch", directory)
         scorer = TransformerScorer(directory, manifest, encoder_dir)
     else:
+        from model.linear import TfidfLinearModel
+
         scorer = LinearScorer(TfidfLinearModel.load(directory, list(manifest.tasks)), manifest)
     logger.info(
         "loaded model %s %s (%s, %s) from %s",

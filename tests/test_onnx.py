@@ -143,7 +143,8 @@ def test_a_corrupted_onnx_file_is_refused(tiny_transformer_dir: Path, tmp_path: 
 def test_serving_the_onnx_model_imports_neither_torch_nor_transformers(
     tiny_transformer_dir: Path, tmp_path: Path
 ) -> None:
-    """A fresh interpreter starts the app, scores over HTTP and suggests replies."""
+    """A fresh interpreter starts the app, scores over HTTP and suggests replies; scikit-learn
+    and SciPy (the TF-IDF model's, ~150 MB resident) stay out too."""
     script = f"""
 import sys
 from fastapi.testclient import TestClient
@@ -161,7 +162,7 @@ with TestClient(app) as client, app.state.sessions() as session:
                          headers=auth)
     assert scored.status_code == 200, scored.text
     assert len(scored.json()["results"][0]["suggestions"]) == 2
-print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+print(sorted(m for m in ("torch", "transformers", "sklearn", "scipy") if m in sys.modules))
 """
     # The tiny transformer's tokenizer is the pinned one, so the default encoder package serves.
     result = subprocess.run(
