@@ -135,6 +135,11 @@ class ServerSettings(BaseModel):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs through the globally "
+        "configured providers; off, requests skip the provider lookup (~30 us each).",
+    )
     metrics_token: str | None = Field(
         default=None,
         description="When set, /metrics asks for 'Authorization: Bearer <token>' (Prometheus "

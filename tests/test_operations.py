@@ -3,16 +3,21 @@ CORS closed by default, API keys stored with a slow KDF."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from commentdesk.settings import PROJECT_ROOT
 from service.auth import Role, authenticate, create_key
 from service.db.tables import ApiKey, Comment
 from service.logs import JsonFormatter, RequestIdFilter, request_id
@@ -80,6 +85,63 @@ def test_metrics_token_is_required_when_configured(tiny_model_dir: Path, tmp_pat
         assert good.status_code == 200 and "commentdesk_http_request" in good.text
     with running_api(tiny_model_dir, url, tmp_path, server={"metrics": False}) as api:
         assert api.client.get("/metrics").status_code == 404
+
+
+def test_start_up_objects_are_left_out_of_garbage_collection_while_serving(
+    tiny_model_dir: Path, db_url: str, tmp_path: Path
+) -> None:
+    assert gc.get_freeze_count() == 0
+    with running_api(tiny_model_dir, db_url, tmp_path) as api:
+        assert gc.get_freeze_count() > 10_000, "modules, routes and the model are frozen"
+        assert api.client.get("/healthz").status_code == 200
+    assert gc.get_freeze_count() == 0, "given back at shutdown"
+
+
+def test_opentelemetry_spans_only_when_the_setting_is_on(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A process-wide tracer provider (as ``opentelemetry-instrument`` installs) gets FastAPI's
+    request spans only with ``server.opentelemetry``; a fresh interpreter, because the global
+    provider can be set once."""
+    script = f"""
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from commentdesk.settings import Settings
+from service.app import create_app
+
+started = []
+
+class Recording(trace.NoOpTracer):
+    def start_span(self, name, *args, **kwargs):
+        started.append(name)
+        return super().start_span(name, *args, **kwargs)
+
+class Provider(trace.TracerProvider):
+    def get_tracer(self, *args, **kwargs):
+        return Recording()
+
+trace.set_tracer_provider(Provider())
+for on in (False, True):
+    started.clear()
+    settings = Settings(model_dir={str(tiny_model_dir)!r}, data_dir=None,
+                        state_dir={str(tmp_path)!r}, server={{"opentelemetry": on}})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+    print(on, len(started))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    off, on = (line.split() for line in result.stdout.strip().splitlines()[-2:])
+    assert off == ["False", "0"]
+    assert on[0] == "True" and int(on[1]) >= 1
 
 
 @pytest.mark.parametrize(
