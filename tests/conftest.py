@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,23 @@ from tests.synthetic import make_data_dir
 from training.baseline import train_baseline
 from training.config import load_config
 from training.transformer import train_transformer
+
+
+def run_python(script: str) -> list[str]:
+    """Runs ``script`` in a fresh interpreter in the project (for what a process can set only
+    once, or must not have imported); returns its output lines, failing with its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

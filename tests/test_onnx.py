@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from model.errors import ArtifactError
 from model.onnx_runtime import OnnxScorer, buckets
 from model.scorer import TransformerScorer, load_scorer
 from model.tasks import Task
+from tests.conftest import run_python
 from training.onnx_export import export_onnx
 from training.quantization import (
     SERVED_FORM,
@@ -165,17 +163,7 @@ with TestClient(app) as client, app.state.sessions() as session:
 print(sorted(m for m in ("torch", "transformers", "sklearn", "scipy") if m in sys.modules))
 """
     # The tiny transformer's tokenizer is the pinned one, so the default encoder package serves.
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert run_python(script)[-1] == "[]"
 
 
 def test_the_export_is_the_served_form_and_needs_calibration(

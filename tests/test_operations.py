@@ -7,22 +7,18 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from commentdesk.settings import PROJECT_ROOT
 from service.auth import Role, authenticate, create_key
 from service.db.tables import ApiKey, Comment
 from service.logs import JsonFormatter, RequestIdFilter, request_id
 from service.ratelimit import RateLimited, RateLimiter
-from tests.conftest import Api, running_api
+from tests.conftest import Api, run_python, running_api
 
 
 def sample(metrics: str, name: str, **labels: str) -> float | None:
@@ -129,17 +125,7 @@ for on in (False, True):
         assert client.get("/healthz").status_code == 200
     print(on, len(started))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    off, on = (line.split() for line in result.stdout.strip().splitlines()[-2:])
+    off, on = (line.split() for line in run_python(script)[-2:])
     assert off == ["False", "0"]
     assert on[0] == "True" and int(on[1]) >= 1
 
