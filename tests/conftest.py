@@ -30,6 +30,8 @@ from training.baseline import train_baseline
 from training.config import load_config
 from training.transformer import train_transformer
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def run_python(script: str) -> list[str]:
     """Runs ``script`` in a fresh interpreter in the project (for what a process can set only
@@ -45,9 +47,6 @@ def run_python(script: str) -> list[str]:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()
-
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
