@@ -8,7 +8,14 @@ Also measures this machine's fp32 and int8 matrix-multiply rates with ONNX Runti
 (the best GEMMs available to the model) and prints the FLOP limit for this model at the measured
 mean token count, and how close the int8 scorer gets to it.
 
+Every figure is measured in ``--rounds`` interleaved rounds (a share of the naive peer's comments,
+one PyTorch pass, one int8 pass, then the best of ten runs of each GEMM): the scorers' rates are
+the total work over the total time, the GEMM rates the mean of the rounds' peaks. Each ratio thus
+compares measurements taken under the same conditions: a shared 2-core machine can change speed
+by a third for tens of seconds (bench/steadiness.py).
+
 Usage: python bench/throughput.py [--model-dir artifacts/minilm] [--comments 2000] [--naive 150]
+                                  [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +49,28 @@ def tweets(limit: int) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()][:limit]
 
 
-def rate(run, work: int, repeats: int = 3) -> float:  # type: ignore[no-untyped-def]
-    """Best of ``repeats`` timed runs, in work units per second."""
-    best = float("inf")
-    for _ in range(repeats):
+class Rate:
+    """Work done and seconds spent, summed over the rounds."""
+
+    def __init__(self) -> None:
+        self.work, self.seconds = 0.0, 0.0
+
+    def time(self, run: Callable[[], object], work: float) -> float:
+        """Time one ``run`` of ``work`` units; return its own rate."""
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-    return work / best
+        spent = time.perf_counter() - start
+        self.work += work
+        self.seconds += spent
+        return work / spent
+
+    @property
+    def per_second(self) -> float:
+        return self.work / self.seconds
 
 
-def naive_peer(texts: list[str]) -> float:
-    """Comments per second through six single-task pipelines, one comment at a time."""
+def naive_peer() -> Callable[[list[str]], None]:
+    """Scores comments through six single-task pipelines, one comment at a time."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -69,17 +88,20 @@ def naive_peer(texts: list[str]) -> float:
         )
         for task in Task
     ]
-    for pipe in pipes:  # warm-up
-        pipe(texts[0])
-    start = time.perf_counter()
-    for text in texts:
-        for pipe in pipes:
-            pipe(text, truncation=True, max_length=64)
-    return len(texts) / (time.perf_counter() - start)
+
+    def run(texts: list[str]) -> None:
+        for text in texts:
+            for pipe in pipes:
+                pipe(text, truncation=True, max_length=64)
+
+    run(["warm-up"])
+    return run
 
 
-def matmul_rates(m: int = 2048, k: int = 1536, n: int = 1536) -> tuple[float, float]:
-    """fp32 and int8 GEMM operations per second with ONNX Runtime's CPU kernels."""
+def matmuls(
+    m: int = 2048, k: int = 1536, n: int = 1536
+) -> tuple[Callable[[], object], Callable[[], object], float]:
+    """One fp32 and one int8 GEMM with ONNX Runtime's CPU kernels, and their operation count."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -110,12 +132,12 @@ def matmul_rates(m: int = 2048, k: int = 1536, n: int = 1536) -> tuple[float, fl
     int8 = session(True)
     a8 = rng.integers(0, 255, (m, k), dtype=np.uint8)
     b8 = rng.integers(-127, 127, (k, n), dtype=np.int8)
-    ops = 2.0 * m * k * n
     fp32.run(None, {"a": a32, "b": b32})
     int8.run(None, {"a": a8, "b": b8})
     return (
-        rate(lambda: fp32.run(None, {"a": a32, "b": b32}), 1, 5) * ops,
-        rate(lambda: int8.run(None, {"a": a8, "b": b8}), 1, 5) * ops,
+        lambda: fp32.run(None, {"a": a32, "b": b32}),
+        lambda: int8.run(None, {"a": a8, "b": b8}),
+        2.0 * m * k * n,
     )
 
 
@@ -130,6 +152,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "artifacts" / "minilm")
     parser.add_argument("--comments", type=int, default=2000)
     parser.add_argument("--naive", type=int, default=150, help="Comments for the slow peer.")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     texts = tweets(args.comments)
     print(
@@ -147,14 +170,33 @@ def main() -> None:
         np.mean([len(e.ids) for e in tokenizer.encode_batch([normalize(t) for t in texts])])
     )
 
-    naive = naive_peer(texts[: args.naive])
-    pytorch = rate(lambda: torch_scorer.predict(texts), len(texts), 2)
-    int8 = rate(lambda: onnx_scorer.predict(texts), len(texts), 3)
-    fp32_rate, int8_rate = matmul_rates()
+    naive_run = naive_peer()
+    fp32_gemm, int8_gemm, ops = matmuls()
     flops = flops_per_comment(mean_tokens)
+    rates = {name: Rate() for name in ("naive", "pytorch", "int8")}
+    # A GEMM's peak is its best run: per round, so that it is the peak of that round's machine.
+    gemm_peaks: dict[str, list[float]] = {"fp32": [], "int8": []}
+    onnx_scorer.predict(texts[:200])
+    print("round   int8 scorer /s   int8 GEMM GOP/s   share of the FLOP limit")
+    for round_ in range(args.rounds):
+        share = texts[round_ * args.naive // args.rounds : (round_ + 1) * args.naive // args.rounds]
+        rates["naive"].time(partial(naive_run, share), len(share))
+        rates["pytorch"].time(lambda: torch_scorer.predict(texts), len(texts))
+        scorer_rate = rates["int8"].time(lambda: onnx_scorer.predict(texts), len(texts))
+        for kind, gemm in (("fp32", fp32_gemm), ("int8", int8_gemm)):
+            gemm_peaks[kind].append(max(Rate().time(gemm, ops) for _ in range(10)))
+        print(
+            f"{round_ + 1:5d} {scorer_rate:16.1f} {gemm_peaks['int8'][-1] / 1e9:17.1f} "
+            f"{scorer_rate * flops / gemm_peaks['int8'][-1]:25.1%}"
+        )
+    naive, pytorch, int8 = (r.per_second for r in rates.values())
+    fp32_rate, int8_rate = (float(np.mean(peaks)) for peaks in gemm_peaks.values())
     limit = int8_rate / flops
 
-    print(f"\nall six tasks, comments/s (mean {mean_tokens:.1f} tokens per comment)")
+    print(
+        f"\nall six tasks, comments/s over the {args.rounds} rounds "
+        f"(mean {mean_tokens:.1f} tokens per comment)"
+    )
     print(
         f"  (a) naive: six transformers pipelines, one comment at a time  {naive:8.1f}   ({naive * 6:.0f} task-predictions/s)"
     )
