@@ -176,7 +176,8 @@ def main() -> None:
     rates = {name: Rate() for name in ("naive", "pytorch", "int8")}
     # A GEMM's peak is its best run: per round, so that it is the peak of that round's machine.
     gemm_peaks: dict[str, list[float]] = {"fp32": [], "int8": []}
-    onnx_scorer.predict(texts[:200])
+    onnx_scorer.predict(texts[:200])  # warm-up
+    torch_scorer.predict(texts[:200])
     print("round   int8 scorer /s   int8 GEMM GOP/s   share of the FLOP limit")
     for round_ in range(args.rounds):
         share = texts[round_ * args.naive // args.rounds : (round_ + 1) * args.naive // args.rounds]
