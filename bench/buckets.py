@@ -51,18 +51,18 @@ def equal_runs(
 
 def call_overhead(scorer: OnnxScorer, ids: list[list[int]], repeats: int = 30) -> float:
     """Fitted time of an empty call, in padded tokens' worth of work (one thread)."""
-    points = []
+    points, session = [], scorer.sessions[0]
     for width in (8, 16, 32, 64):
         for rows in (1, 2, 4, 8):
             # Real token ids, repeated to the width where a tweet is shorter.
             tiled = [(row * (width // len(row) + 1))[:width] for row in ids[:rows]]
             batch = np.array(tiled, dtype=np.int64)
             feed = {"input_ids": batch, "attention_mask": np.ones_like(batch)}
-            scorer.session.run(None, feed)
+            session.run(None, feed)
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                scorer.session.run(None, feed)
+                session.run(None, feed)
                 times.append(time.perf_counter() - start)
             points.append((1.0, rows * width, rows * width**2, float(np.median(times))))
     design = np.array(points)

@@ -1,23 +1,25 @@
-"""How steady this machine's speed is: the same int8 model call, on every core, second by second.
+"""How steady the int8 model runs on every core: one session per worker against one shared.
 
-One single-threaded ONNX Runtime session run per core (the served model, a fixed batch of 8
-comments of 32 tokens) repeats for ``--seconds``; the script prints how many runs each second
-completed and the slowest second against the fastest. On a dedicated machine the figures stay
-within a few per cent; on a shared virtual machine they can drop by a third for tens of seconds
-when a neighbour is busy. Run it before trusting a ratio of two figures measured a minute apart
-(bench/latency.py pairs its offline figure with the load for that reason).
+The served model's session runs a fixed batch (8 comments of 32 tokens) on one thread per core,
+in alternating windows of ``--window`` seconds: (a) every thread on a session of its own, as the
+scorer runs since 2026-12-07; (b) every thread on one shared session, as it ran before. The
+script prints runs per second of each window and, per arrangement, the slowest window against
+the fastest. On this 2-core VM the shared session lost up to a quarter of its throughput for
+tens of seconds at a time while the own sessions held steady (docs/benchmarks.md): two runs on
+one session share its allocator and buffers, and that costs most when the VM's cores sit far
+apart.
 
-Usage: python bench/steadiness.py [--model-dir artifacts/minilm] [--seconds 60]
+Usage: python bench/steadiness.py [--model-dir artifacts/minilm] [--seconds 60] [--window 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,37 +30,56 @@ from model.onnx_runtime import OnnxScorer
 from model.scorer import load_scorer
 
 
+def runs_per_second(sessions: list[Any], feed: dict[str, np.ndarray], seconds: float) -> float:
+    """Runs completed per second with one thread on each of ``sessions`` (repeats allowed)."""
+    counts = [0] * len(sessions)
+    end = time.perf_counter() + seconds
+
+    def repeat(index: int) -> None:
+        while time.perf_counter() < end:
+            sessions[index].run(None, feed)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=repeat, args=(i,)) for i in range(len(sessions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "artifacts" / "minilm")
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--window", type=float, default=3.0)
     args = parser.parse_args()
     scorer = load_scorer(args.model_dir, runtime="onnx")
     assert isinstance(scorer, OnnxScorer)
     ids = np.full((8, 32), 1000, dtype=np.int64)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    scorer.session.run(None, feed)
-    counts = [0] * args.seconds
-    lock = threading.Lock()
-    start = time.perf_counter()
-
-    def repeat() -> None:
-        while (second := int(time.perf_counter() - start)) < args.seconds:
-            scorer.session.run(None, feed)
-            with lock:
-                counts[second] += 1
-
-    workers = [threading.Thread(target=repeat) for _ in range(os.cpu_count() or 1)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    print(f"runs of 8 x 32 tokens per second, {len(workers)} threads, one per core:")
-    print(" ".join(str(count) for count in counts))
+    for session in scorer.sessions:
+        session.run(None, feed)
+    arrangements = {
+        "own session per thread": scorer.sessions,
+        "one shared session": [scorer.sessions[0]] * len(scorer.sessions),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in arrangements}
+    for _ in range(max(1, round(args.seconds / args.window / len(arrangements)))):
+        for name, sessions in arrangements.items():
+            rates[name].append(runs_per_second(sessions, feed, args.window))
     print(
-        f"median {np.median(counts):.0f}, slowest second {min(counts)}, fastest {max(counts)}: "
-        f"slowest / fastest = {min(counts) / max(counts):.0%}"
+        f"runs of 8 x 32 tokens per second, {len(scorer.sessions)} threads, one per core, "
+        f"alternating {args.window:g} s windows:"
     )
+    for name, values in rates.items():
+        print(
+            f"  {name:24s} {' '.join(f'{v:.0f}' for v in values)}\n"
+            f"  {'':24s} median {np.median(values):.0f}, slowest / fastest window "
+            f"{min(values) / max(values):.0%}"
+        )
+    own, shared = (np.array(values) for values in rates.values())
+    print(f"own / shared, median of the paired windows: {np.median(own / shared):.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -95,21 +97,26 @@ class OnnxScorer(ArrayScorer):
                 f"{tokenizer} is missing or not the tokenizer the model was built on"
             )
         # One single-threaded run per core, in parallel over buckets: on these small matrices it
-        # beat one run spread over every core by ~15 % (docs/experiments.md).
+        # beat one run spread over every core by ~15 % (docs/experiments.md). Each worker has its
+        # own session: two runs on one session share its allocator and buffers, which cost a
+        # quarter of the throughput whenever this VM's cores sat far apart (docs/benchmarks.md).
         self.workers = threads or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(
-                str(directory / spec.file), options, providers=["CPUExecutionProvider"]
-            )
+            self.sessions = [
+                ort.InferenceSession(
+                    str(directory / spec.file), options, providers=["CPUExecutionProvider"]
+                )
+                for _ in range(self.workers)
+            ]
             self.tokenizer = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(f"{directory}: the ONNX model cannot be loaded: {exc}") from exc
+        self._start_workers()
         self.tokenizer.enable_truncation(spec.max_length)
         self.tokenizer.no_padding()
         self.manifest = manifest
@@ -119,6 +126,18 @@ class OnnxScorer(ArrayScorer):
         self.overhead_tokens = overhead_tokens
         self._outputs = [logits_output(task) for task in self.tasks] + [EMBEDDING_OUTPUT]
         self.predict(["warm-up: the first call allocates the session's buffers"])
+
+    def _start_workers(self) -> None:
+        """A pool of one thread per session; each thread takes a session of its own."""
+        free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for session in self.sessions:
+            free.put(session)
+        self._worker = threading.local()
+        self._pool = ThreadPoolExecutor(
+            len(self.sessions),
+            thread_name_prefix="onnx",
+            initializer=lambda: setattr(self._worker, "session", free.get_nowait()),
+        )
 
     def _run(self, texts: Sequence[str]) -> tuple[dict[Task, np.ndarray], np.ndarray]:
         encodings = self.tokenizer.encode_batch([normalize(text) for text in texts])
@@ -131,7 +150,7 @@ class OnnxScorer(ArrayScorer):
             for row, index in enumerate(group):
                 ids[row, : lengths[index]] = encodings[index].ids
                 mask[row, : lengths[index]] = 1
-            result: list[Any] = self.session.run(
+            result: list[Any] = self._worker.session.run(
                 self._outputs, {"input_ids": ids, "attention_mask": mask}
             )
             return result

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -108,6 +112,38 @@ def test_bucketing_does_not_change_a_comment_s_scores(
         for task in Task:
             assert x.scores[task] == pytest.approx(y.scores[task], abs=1e-4)
     assert scorer.predict([]) == []
+
+
+def test_each_worker_runs_its_own_session(
+    tiny_transformer_dir: Path, tiny_encoder_dir: Path
+) -> None:
+    """Two runs on one session contend for its allocator (docs/benchmarks.md): every worker
+    thread keeps to one session of its own, also when several callers score at once."""
+    scorer = OnnxScorer(
+        tiny_transformer_dir, read_manifest(tiny_transformer_dir), tiny_encoder_dir, threads=2
+    )
+    users: dict[int, set[int]] = {}
+    lock = threading.Lock()
+
+    class Recording:
+        def __init__(self, session: Any) -> None:
+            self.session = session
+
+        def run(self, *args: Any) -> Any:
+            with lock:
+                users.setdefault(id(self), set()).add(threading.get_ident())
+            time.sleep(0.002)  # long enough for the other worker to pick up groups too
+            return self.session.run(*args)
+
+    scorer.sessions = [Recording(session) for session in scorer.sessions]
+    scorer._start_workers()  # new threads, bound to the recording sessions
+    with ThreadPoolExecutor(3) as callers:
+        list(callers.map(scorer.predict, [TEXTS * 4] * 6))
+    assert len(scorer.sessions) == 2
+    assert len(users) == 2, "both workers ran"
+    threads = [thread for used_by in users.values() for thread in used_by]
+    assert all(len(used_by) == 1 for used_by in users.values())
+    assert len(set(threads)) == 2, "no session was shared by two threads"
 
 
 def test_embeddings_are_unit_length(tiny_transformer_dir: Path, tiny_encoder_dir: Path) -> None:
