@@ -6,8 +6,7 @@ scorer runs since 2026-12-07; (b) every thread on one shared session, as it ran 
 script prints runs per second of each window and, per arrangement, the slowest window against
 the fastest. On this 2-core VM the shared session lost up to a quarter of its throughput for
 tens of seconds at a time while the own sessions held steady (docs/benchmarks.md): two runs on
-one session share its allocator and buffers, and that costs most when the VM's cores sit far
-apart.
+one session share its allocator and buffers.
 
 Usage: python bench/steadiness.py [--model-dir artifacts/minilm] [--seconds 60] [--window 3]
 """

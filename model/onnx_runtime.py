@@ -98,8 +98,9 @@ class OnnxScorer(ArrayScorer):
             )
         # One single-threaded run per core, in parallel over buckets: on these small matrices it
         # beat one run spread over every core by ~15 % (docs/experiments.md). Each worker has its
-        # own session: two runs on one session share its allocator and buffers, which cost a
-        # quarter of the throughput whenever this VM's cores sat far apart (docs/benchmarks.md).
+        # own session: two runs on one session share its allocator and buffers, and on a 2-core
+        # VM that cost up to a quarter of the throughput for tens of seconds at a time, while
+        # one thread never slowed down (docs/benchmarks.md).
         self.workers = threads or os.cpu_count() or 1
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
