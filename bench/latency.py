@@ -9,9 +9,10 @@ per request; the server's resident memory and whether torch was ever mapped into
 
 The ratio to offline throughput is paired in time: each level runs in slices of about
 ``--slice-seconds``, and before each slice this process scores ``--offline-comments`` tweets with
-the same scorer (the server idle meanwhile). A shared 2-core machine changes speed by up to a
-third for tens of seconds at a time (bench/steadiness.py shows it), so an offline figure taken
-once, before a minute of load, compares two different machines. The best of three offline passes
+the same scorer (the server idle meanwhile). The scorer's speed on a shared 2-core VM moves by
+several per cent over tens of seconds (by up to a quarter while its workers shared one session,
+bench/steadiness.py), so an offline figure taken once, before a minute of load, can compare two
+different machines. The best of three offline passes
 before the run is printed too, for comparison with earlier entries.
 
 Usage: python bench/latency.py [--model-dir artifacts/minilm] [--seconds 60] [--levels 1 8 32]

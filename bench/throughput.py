@@ -11,8 +11,9 @@ mean token count, and how close the int8 scorer gets to it.
 Every figure is measured in ``--rounds`` interleaved rounds (a share of the naive peer's comments,
 one PyTorch pass, one int8 pass, then the best of ten runs of each GEMM): the scorers' rates are
 the total work over the total time, the GEMM rates the mean of the rounds' peaks. Each ratio thus
-compares measurements taken under the same conditions: a shared 2-core machine can change speed
-by a third for tens of seconds (bench/steadiness.py).
+compares measurements taken under the same conditions: on a shared 2-core VM the scorer's speed
+moves by several per cent over tens of seconds (by up to a quarter while its workers shared one
+session, bench/steadiness.py).
 
 Usage: python bench/throughput.py [--model-dir artifacts/minilm] [--comments 2000] [--naive 150]
                                   [--rounds 3]

@@ -101,7 +101,7 @@ class OnnxScorer(ArrayScorer):
         # own session: two runs on one session share its allocator and buffers, and on a 2-core
         # VM that cost up to a quarter of the throughput for tens of seconds at a time, while
         # one thread never slowed down (docs/benchmarks.md).
-        self.workers = threads or os.cpu_count() or 1
+        workers = threads or os.cpu_count() or 1
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -112,7 +112,7 @@ class OnnxScorer(ArrayScorer):
                 ort.InferenceSession(
                     str(directory / spec.file), options, providers=["CPUExecutionProvider"]
                 )
-                for _ in range(self.workers)
+                for _ in range(workers)
             ]
             self.tokenizer = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -128,6 +128,10 @@ class OnnxScorer(ArrayScorer):
         self._outputs = [logits_output(task) for task in self.tasks] + [EMBEDDING_OUTPUT]
         self.predict(["warm-up: the first call allocates the session's buffers"])
 
+    @property
+    def workers(self) -> int:
+        return len(self.sessions)
+
     def _start_workers(self) -> None:
         """A pool of one thread per session; each thread takes a session of its own."""
         free: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -135,7 +139,7 @@ class OnnxScorer(ArrayScorer):
             free.put(session)
         self._worker = threading.local()
         self._pool = ThreadPoolExecutor(
-            len(self.sessions),
+            self.workers,
             thread_name_prefix="onnx",
             initializer=lambda: setattr(self._worker, "session", free.get_nowait()),
         )

@@ -122,6 +122,8 @@ def test_each_worker_runs_its_own_session(
     scorer = OnnxScorer(
         tiny_transformer_dir, read_manifest(tiny_transformer_dir), tiny_encoder_dir, threads=2
     )
+    distinct = {id(session) for session in scorer.sessions}
+    assert len(scorer.sessions) == len(distinct) == 2, "two sessions, not one twice"
     users: dict[int, set[int]] = {}
     lock = threading.Lock()
 
@@ -139,7 +141,6 @@ def test_each_worker_runs_its_own_session(
     scorer._start_workers()  # new threads, bound to the recording sessions
     with ThreadPoolExecutor(3) as callers:
         list(callers.map(scorer.predict, [TEXTS * 4] * 6))
-    assert len(scorer.sessions) == 2
     assert len(users) == 2, "both workers ran"
     threads = [thread for used_by in users.values() for thread in used_by]
     assert all(len(used_by) == 1 for used_by in users.values())
