@@ -13,7 +13,9 @@ the same scorer (the server idle meanwhile). The scorer's speed on a shared 2-co
 several per cent over tens of seconds (by up to a quarter while its workers shared one session,
 bench/steadiness.py), so an offline figure taken once, before a minute of load, can compare two
 different machines. The best of three offline passes
-before the run is printed too, for comparison with earlier entries.
+before the run is printed too, for comparison with earlier entries. Last, the share of the
+machine's core-seconds the host stole from this VM during the offline passes and during the
+load (bench/steal.py), and the ratio on the cores each side really had.
 
 Usage: python bench/latency.py [--model-dir artifacts/minilm] [--seconds 60] [--levels 1 8 32]
                                [--slice-seconds 10] [--offline-comments 2000]
@@ -39,6 +41,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.steal import Window
 from commentdesk.settings import PROJECT_ROOT, default_data_dir
 from model.scorer import Predictor
 
@@ -178,10 +181,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def offline_seconds(scorer: Predictor, texts: list[str]) -> float:
+def offline_seconds(scorer: Predictor, texts: list[str], window: Window | None = None) -> float:
+    """Seconds to score TEXTS offline; added to WINDOW (with the time stolen meanwhile) if given."""
+    window = (window or Window()).start()
     start = time.perf_counter()
     scorer.predict(texts)
-    return time.perf_counter() - start
+    spent = time.perf_counter() - start
+    window.stop()
+    return spent
 
 
 def main() -> None:
@@ -222,15 +229,19 @@ def main() -> None:
                 "   offline /s   vs offline (slices)   vs best of 3"
             )
             calls = []
+            steal: list[tuple[int, Window, Window, int, int]] = []
             for level in args.levels:
                 before, cpu_before = model_calls(port), cpu_seconds(server.pid)
                 latencies: list[float] = []
                 errors, elapsed, offline_elapsed, ratios = 0, 0.0, 0.0, []
+                offline_window, load_window = Window(), Window()
                 for _ in range(slices):
-                    spent = offline_seconds(scorer, sample)
+                    spent = offline_seconds(scorer, sample, offline_window)
+                    load_window.start()
                     done, failed, seconds = uvloop.run(
                         drive(port, key, texts, level, args.seconds / slices)
                     )
+                    load_window.stop()
                     latencies += done
                     errors += failed
                     elapsed += seconds
@@ -238,6 +249,7 @@ def main() -> None:
                     ratios.append(len(done) / seconds / (len(sample) / spent))
                 cpu = cpu_seconds(server.pid) - cpu_before
                 calls.append((level, model_calls(port) - before, elapsed, cpu, len(latencies)))
+                steal.append((level, offline_window, load_window, len(latencies), slices))
                 ms = np.array(latencies) * 1000
                 throughput = len(latencies) / elapsed
                 offline = len(sample) * slices / offline_elapsed
@@ -260,6 +272,18 @@ def main() -> None:
                     f"{level:11d} {count:10.0f} {comments / count:15.1f} "
                     f"{seconds / count * 1000:9.1f} {seconds / elapsed:24.2f} "
                     f"{cpu / elapsed:14.2f} {cpu / requests * 1000:16.2f}"
+                )
+            # The host may run other guests on our cores ("steal", bench/steal.py): the ratio on
+            # the cores each side really had, beside the share of the machine taken from each.
+            print("\ntime stolen by the host (share of the machine's core-seconds)")
+            print("concurrency   during offline   during load   vs offline on the cores each had")
+            for level, offline_window, load_window, requests, slices in steal:
+                free = load_window.steal_free(requests) / offline_window.steal_free(
+                    len(sample) * slices
+                )
+                print(
+                    f"{level:11d} {offline_window.steal_share:16.0%} "
+                    f"{load_window.steal_share:13.0%} {free:35.0%}"
                 )
             maps = Path(f"/proc/{server.pid}/maps").read_text()
             print(f"\nserver resident memory after the run: {rss_mb(server.pid):.0f} MB")

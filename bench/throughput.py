@@ -13,7 +13,8 @@ one PyTorch pass, one int8 pass, then the best of ten runs of each GEMM): the sc
 the total work over the total time, the GEMM rates the mean of the rounds' peaks. Each ratio thus
 compares measurements taken under the same conditions: on a shared 2-core VM the scorer's speed
 moves by several per cent over tens of seconds (by up to a quarter while its workers shared one
-session, bench/steadiness.py).
+session, bench/steadiness.py). Each int8 pass also reads how much of the machine the host stole
+meanwhile (bench/steal.py) and prints its rate on the cores it really had, beside the plain one.
 
 Usage: python bench/throughput.py [--model-dir artifacts/minilm] [--comments 2000] [--naive 150]
                                   [--rounds 3]
@@ -25,7 +26,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.steal import Window
 from commentdesk.settings import PROJECT_ROOT, default_data_dir
 from model.encoder import base_encoder_dir
 from model.scorer import load_scorer
@@ -51,23 +52,29 @@ def tweets(limit: int) -> list[str]:
 
 
 class Rate:
-    """Work done and seconds spent, summed over the rounds."""
+    """Work done, seconds spent and core-seconds stolen by the host, summed over the rounds."""
 
     def __init__(self) -> None:
-        self.work, self.seconds = 0.0, 0.0
+        self.work = 0.0
+        self.window = Window()
 
-    def time(self, run: Callable[[], object], work: float) -> float:
-        """Time one ``run`` of ``work`` units; return its own rate."""
-        start = time.perf_counter()
+    def time(self, run: Callable[[], object], work: float) -> Window:
+        """Time one ``run`` of ``work`` units; return its own window."""
+        window = Window().start()
         run()
-        spent = time.perf_counter() - start
+        window.stop()
         self.work += work
-        self.seconds += spent
-        return work / spent
+        self.window.wall += window.wall
+        self.window.stolen += window.stolen
+        return window
 
     @property
     def per_second(self) -> float:
-        return self.work / self.seconds
+        return self.work / self.window.wall
+
+    @property
+    def steal_free(self) -> float:
+        return self.window.steal_free(self.work)
 
 
 def naive_peer() -> Callable[[list[str]], None]:
@@ -179,17 +186,22 @@ def main() -> None:
     gemm_peaks: dict[str, list[float]] = {"fp32": [], "int8": []}
     onnx_scorer.predict(texts[:200])  # warm-up
     torch_scorer.predict(texts[:200])
-    print("round   int8 scorer /s   int8 GEMM GOP/s   share of the FLOP limit")
+    print(
+        "round   int8 scorer /s   stolen   steal-free /s   int8 GEMM GOP/s"
+        "   share of the FLOP limit (steal-free)"
+    )
     for round_ in range(args.rounds):
         share = texts[round_ * args.naive // args.rounds : (round_ + 1) * args.naive // args.rounds]
         rates["naive"].time(partial(naive_run, share), len(share))
         rates["pytorch"].time(lambda: torch_scorer.predict(texts), len(texts))
-        scorer_rate = rates["int8"].time(lambda: onnx_scorer.predict(texts), len(texts))
+        window = rates["int8"].time(lambda: onnx_scorer.predict(texts), len(texts))
         for kind, gemm in (("fp32", fp32_gemm), ("int8", int8_gemm)):
-            gemm_peaks[kind].append(max(Rate().time(gemm, ops) for _ in range(10)))
+            gemm_peaks[kind].append(max(ops / Rate().time(gemm, ops).wall for _ in range(10)))
+        scorer_rate, steal_free = len(texts) / window.wall, window.steal_free(len(texts))
+        peak = gemm_peaks["int8"][-1]
         print(
-            f"{round_ + 1:5d} {scorer_rate:16.1f} {gemm_peaks['int8'][-1] / 1e9:17.1f} "
-            f"{scorer_rate * flops / gemm_peaks['int8'][-1]:25.1%}"
+            f"{round_ + 1:5d} {scorer_rate:16.1f} {window.steal_share:8.0%} {steal_free:15.1f} "
+            f"{peak / 1e9:17.1f} {scorer_rate * flops / peak:17.1%} ({steal_free * flops / peak:.1%})"
         )
     naive, pytorch, int8 = (r.per_second for r in rates.values())
     fp32_rate, int8_rate = (float(np.mean(peaks)) for peaks in gemm_peaks.values())
@@ -216,6 +228,11 @@ def main() -> None:
     print(f"model: {flops / 1e6:.0f} MFLOP per comment at {mean_tokens:.1f} tokens")
     print(f"  int8 FLOP limit     {limit:8.1f} comments/s")
     print(f"  int8 scorer reaches {int8 / limit:8.1%} of it")
+    int8_free, stolen = rates["int8"].steal_free, rates["int8"].window.steal_share
+    print(
+        f"  on the cores it had   {int8_free / limit:6.1%} ({stolen:.0%} of the machine's time "
+        f"was stolen by the host during the int8 passes: {int8_free:.1f} comments/s steal-free)"
+    )
 
 
 if __name__ == "__main__":
