@@ -183,12 +183,11 @@ def rss_mb(pid: int) -> float:
 
 def offline_seconds(scorer: Predictor, texts: list[str], window: Window | None = None) -> float:
     """Seconds to score TEXTS offline; added to WINDOW (with the time stolen meanwhile) if given."""
-    window = (window or Window()).start()
-    start = time.perf_counter()
+    window = window or Window()
+    before = window.wall
+    window.start()
     scorer.predict(texts)
-    spent = time.perf_counter() - start
-    window.stop()
-    return spent
+    return window.stop().wall - before
 
 
 def main() -> None:
