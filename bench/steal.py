@@ -36,7 +36,9 @@ class Window:
         self._wall0 = self._stolen0 = 0.0
 
     def start(self) -> Window:
-        self._wall0, self._stolen0 = time.perf_counter(), stolen_seconds()
+        # /proc/stat is read outside the timed stretch: before the clock starts, after it stops.
+        self._stolen0 = stolen_seconds()
+        self._wall0 = time.perf_counter()
         return self
 
     def stop(self) -> Window:

@@ -26,6 +26,7 @@ import argparse
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -49,6 +50,12 @@ def tweets(limit: int) -> list[str]:
         sys.exit("no data directory (../shared/data)")
     path = data_dir / "tweeteval" / "sentiment" / "test_text.txt"
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()][:limit]
+
+
+def seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 class Rate:
@@ -196,7 +203,7 @@ def main() -> None:
         rates["pytorch"].time(lambda: torch_scorer.predict(texts), len(texts))
         window = rates["int8"].time(lambda: onnx_scorer.predict(texts), len(texts))
         for kind, gemm in (("fp32", fp32_gemm), ("int8", int8_gemm)):
-            gemm_peaks[kind].append(max(ops / Rate().time(gemm, ops).wall for _ in range(10)))
+            gemm_peaks[kind].append(max(ops / seconds(gemm) for _ in range(10)))
         scorer_rate, steal_free = len(texts) / window.wall, window.steal_free(len(texts))
         peak = gemm_peaks["int8"][-1]
         print(
